@@ -1,0 +1,107 @@
+"""Keras callbacks of a training run: progress bar, evaluation log + samples, checkpoints, NaN guard."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from gan_cli.checkpoint import save_checkpoint
+
+
+def _clean(value):
+    """JSON-safe float: NaN/inf become null."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """tqdm bar over training rounds showing d_loss, g_loss and the latest primary metric."""
+
+    def __init__(self, total: int, initial: int, steps_per_call: int, metric_name: str, enabled: bool = True):
+        super().__init__()
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=not enabled,
+                        desc="train")
+        self.steps_per_call = steps_per_call
+        self.metric_name, self.metric_value = metric_name, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        self.bar.update(self.steps_per_call)
+        post = {k: f"{float(logs[k]):.4g}" for k in ("d_loss", "g_loss") if k in logs}
+        if self.metric_value is not None:
+            post[self.metric_name] = f"{self.metric_value:.4g}"
+        self.bar.set_postfix(post, refresh=False)
+
+    def close(self):
+        self.bar.close()
+
+
+class RunMonitor(keras.callbacks.Callback):
+    """At the end of every Keras epoch (a block of rounds): evaluate, log, snapshot, checkpoint.
+
+    Writes ``metrics.jsonl`` rows ``{"step", "d_loss", "g_loss", <quality metrics>, "time"}``,
+    ``samples/step_XXXXXXXX.npz`` (``fake``: generated samples from a fixed noise batch,
+    plus ``labels`` for conditional models and dataset-specific extras) and checkpoints.
+    """
+
+    def __init__(self, gan, data, cfg, run_dir: Path, evaluator, progress: ProgressBar | None):
+        super().__init__()
+        self.gan, self.data, self.cfg, self.run_dir = gan, data, cfg, Path(run_dir)
+        self.evaluator, self.progress = evaluator, progress
+        self.t0 = time.time()
+        self.last_row: dict | None = None
+        self.last_saved_step = -1
+        (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        step = int(self.gan.round.numpy())
+        losses = {k: float(logs[k]) for k in ("d_loss", "g_loss") if k in logs}
+        if not all(math.isfinite(v) for v in losses.values()):
+            self.model.stop_training = True
+            raise NonFiniteLoss(f"non-finite loss at step {step}: {losses}")
+        t = self.cfg.train
+        if step % t.eval_every == 0 or step >= t.steps:
+            self.evaluate(step, losses)
+        if step % t.checkpoint_every == 0 or step >= t.steps:
+            self.checkpoint()
+
+    def evaluate(self, step: int, losses: dict) -> dict:
+        n = int(self.cfg.metrics.num_samples)
+        fake, labels = self.gan.sample(n, seed=int(self.cfg.train.seed) + 12345)
+        metrics = self.evaluator(fake, labels)
+        row = {"step": step, **{k: _clean(v) for k, v in losses.items()},
+               **{k: _clean(v) for k, v in metrics.items()}, "time": round(time.time() - self.t0, 3)}
+        with open(self.run_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        self.snapshot(step, fake, labels)
+        self.last_row = row
+        if self.progress is not None and self.data.primary_metric in metrics:
+            self.progress.metric_value = float(metrics[self.data.primary_metric])
+        return row
+
+    def snapshot(self, step: int, fake: np.ndarray, labels) -> None:
+        keep = min(len(fake), 1000 if self.data.kind == "toy2d" else 100)
+        extras = {"fake": fake[:keep]}
+        if labels is not None:
+            extras["labels"] = np.asarray(labels[:keep])
+        if hasattr(self.data, "snapshot_extras"):
+            extras.update(self.data.snapshot_extras(self.gan, fake[:keep]))
+        np.savez_compressed(self.run_dir / "samples" / f"step_{step:08d}.npz", **extras)
+
+    def checkpoint(self) -> None:
+        step = int(self.gan.round.numpy())
+        if step != self.last_saved_step:
+            save_checkpoint(self.gan, self.cfg, self.run_dir, int(self.cfg.train.keep_checkpoints))
+            self.last_saved_step = step

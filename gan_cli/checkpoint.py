@@ -1,0 +1,90 @@
+"""Checkpoints: one ``.npz`` per save holding both networks' weights, both optimizers' state,
+the round counter and the resolved config (YAML), written atomically (temp file + rename).
+
+Layout inside the file: ``g/<i>``, ``d/<i>`` (``model.weights`` order), ``g_opt/<i>``,
+``d_opt/<i>`` (``optimizer.variables`` order), ``round`` (int64 scalar), ``config`` (str).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from gan_cli.errors import UserError
+
+CKPT_RE = re.compile(r"^ckpt_(\d+)\.npz$")
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"ckpt_{step:08d}.npz"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CKPT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(path: Path) -> Path:
+    """``path`` itself if it is a checkpoint file, else the newest checkpoint of run folder ``path``."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise UserError(f"{path} does not exist; give a run folder (outputs/DATE/TIME) or a checkpoint .npz")
+    ckpts = list_checkpoints(path)
+    if not ckpts:
+        raise UserError(f"{path} has no checkpoints (checkpoints/ckpt_*.npz); train it first or resume it with gan resume")
+    return ckpts[-1]
+
+
+def save_checkpoint(gan, cfg: DictConfig, run_dir: Path, keep: int) -> Path:
+    """Write the state of ``gan`` at its current round; keep the newest ``keep`` checkpoints."""
+    step = int(gan.round.numpy())
+    path = checkpoint_path(run_dir, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {"round": np.asarray(step, np.int64),
+                                     "config": np.asarray(OmegaConf.to_yaml(cfg))}
+    for prefix, variables in (("g", gan.generator.weights), ("d", gan.discriminator.weights),
+                              ("g_opt", gan.g_optimizer.variables), ("d_opt", gan.d_optimizer.variables)):
+        for i, v in enumerate(variables):
+            arrays[f"{prefix}/{i}"] = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def read_config(path: Path) -> DictConfig:
+    """The resolved config stored in checkpoint ``path``."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return OmegaConf.create(str(f["config"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{path} is not a readable gan-cli checkpoint ({type(exc).__name__}); use another checkpoint") from None
+
+
+def restore(gan, path: Path, optimizers: bool = True) -> int:
+    """Load weights (and optimizer state) from ``path`` into a built ``gan``; returns the round."""
+    with np.load(path, allow_pickle=False) as f:
+        groups = [("g", gan.generator.weights), ("d", gan.discriminator.weights)]
+        if optimizers:
+            groups += [("g_opt", gan.g_optimizer.variables), ("d_opt", gan.d_optimizer.variables)]
+        for prefix, variables in groups:
+            for i, v in enumerate(variables):
+                v.assign(f[f"{prefix}/{i}"])
+        step = int(f["round"])
+    gan.round.assign(step)
+    return step

@@ -1,0 +1,205 @@
+"""``gan``: the command-line front. Imports TensorFlow only inside the subcommands that need it.
+
+Subcommands: train, sample, evaluate, resume, data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+
+from gan_cli.errors import UserError
+
+USAGE_TRAIN = """usage: gan train [-m] [OVERRIDE ...]
+
+Compose conf/config.yaml with Hydra overrides and train, e.g.
+  gan train loss=wgan dataset=csm
+  gan train dataset=grid experiment=grid train.seed=3
+  gan train -m loss=wgan,wgan_gp train.n_critic=1,5       (a sweep: one folder per job)
+Groups: dataset (ring grid parabola ganlab_* csm digits mnist fashion_mnist folder h5),
+        loss (gan nsgan mlgan lsgan wgan wgan_gp hinge), model (auto mlp maxout csm_mlp dcgan),
+        optimizer (auto adam adam_wgangp rmsprop sgd), experiment (see conf/experiment).
+Sections: train.*, latent.*, metrics.*. Run folder: outputs/DATE/TIME (hydra.run.dir=... to choose).
+"""
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # acoular's numba needs it before numpy loads BLAS
+
+
+def _expand_sweeps(overrides: list[str]) -> list[list[str]]:
+    """All concrete override lists of a (possibly sweeping) override list."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = []
+    for o in parsed:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            values = list(o.sweep_string_iterator())
+        else:
+            values = [o.get_value_element_as_str()]
+        prefix = {"ADD": "+", "FORCE_ADD": "++", "DEL": "~"}.get(o.type.name, "")
+        choices.append([f"{prefix}{key}={v}" for v in values])
+    return [list(c) for c in itertools.product(*choices)]
+
+
+def validate_overrides(overrides: list[str], multirun: bool) -> None:
+    """Compose and check every job of the command before Hydra creates any folder."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from gan_cli.config import validate
+
+    user = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    try:
+        jobs = _expand_sweeps(user) if multirun else [user]
+    except HydraException as exc:
+        raise UserError(f"cannot parse overrides: {str(exc).splitlines()[0]}") from None
+    if not multirun and any("," in o.split("=", 1)[-1] and not o.split("=", 1)[-1].startswith(("[", "'", '"'))
+                            for o in user if "=" in o):
+        pass  # a comma in a single run is a list/str value or a Hydra error reported below
+    with initialize_config_module("gan_cli.conf", version_base="1.3"):
+        for job in jobs[:2000]:
+            try:
+                cfg = compose("config", overrides=job)
+            except (HydraException, OmegaConfBaseException) as exc:
+                text = " ".join(str(exc).split()).split(" Config search path")[0]
+                raise UserError(f"{text}  (see `gan train --help`)") from None
+            validate(cfg)
+
+
+def cmd_train(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE_TRAIN)
+        return 0
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overrides = [a for a in argv if a not in ("-m", "--multirun")]
+    bad = [a for a in overrides if a.startswith("-")]
+    if bad:
+        return _fail(f"unknown option {bad[0]}; gan train takes Hydra overrides KEY=VALUE and -m for sweeps")
+    validate_overrides(overrides, multirun)
+    _quiet_tensorflow()
+    from gan_cli.hydra_app import app
+
+    sys.argv = ["gan"] + (["--multirun"] if multirun else []) + overrides
+    app()
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    import numpy as np
+
+    from gan_cli.train import load_for_inference
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        return _fail(f"{out} exists; choose another -o or add --force")
+    if args.n < 1:
+        return _fail(f"-n must be >= 1, got {args.n}")
+    cfg, data, gan = load_for_inference(Path(args.run))
+    labels = None
+    if args.label is not None:
+        if not gan.conditional:
+            return _fail("--label needs a conditional model (model.conditional=true)")
+        if not 0 <= args.label < data.num_classes:
+            return _fail(f"--label must be in 0..{data.num_classes - 1}, got {args.label}")
+        labels = np.full(args.n, args.label, np.int32)
+    fake, labels = gan.sample(args.n, seed=args.seed, labels=labels)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data.write_samples(fake, labels, out)
+    print(f"wrote {args.n} samples to {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from gan_cli.checkpoint import latest_checkpoint
+    from gan_cli.train import load_for_inference
+
+    cfg, data, gan = load_for_inference(Path(args.run))
+    n = args.num_samples or int(cfg.metrics.num_samples)
+    fake, labels = gan.sample(n, seed=int(cfg.train.seed) + 12345)
+    metrics = data.evaluator(n, int(cfg.train.seed))(fake, labels)
+    result = {"checkpoint": str(latest_checkpoint(Path(args.run))), "step": int(gan.round.numpy()),
+              **{k: float(v) for k, v in metrics.items()}}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    from gan_cli.checkpoint import latest_checkpoint, read_config
+    from gan_cli.train import train
+
+    run = Path(args.run)
+    cfg = read_config(latest_checkpoint(run))
+    train(cfg, run, resume=True)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    if args.kind != "csm":
+        return _fail(f"unknown data kind '{args.kind}'; valid: csm")
+    from gan_cli.data.csm_cli import generate_command
+
+    return generate_command(args.output, args.force, args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gan", description="Config-driven GAN experiments on TensorFlow/Keras.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("train", help="train a GAN: gan train [-m] [OVERRIDE ...] (Hydra overrides)", add_help=False)
+    p = sub.add_parser("sample", help="write generated samples from a run's last checkpoint")
+    p.add_argument("run", help="run folder or checkpoint .npz")
+    p.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
+    p.add_argument("-o", "--output", required=True, help="output file (.npy; .png for images; .h5 for csm)")
+    p.add_argument("--label", type=int, default=None, help="class to generate (conditional models)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p = sub.add_parser("evaluate", help="print the quality metrics of a run's last checkpoint as JSON")
+    p.add_argument("run", help="run folder or checkpoint .npz")
+    p.add_argument("--num-samples", type=int, default=None, help="samples to score (default: the run's metrics.num_samples)")
+    p = sub.add_parser("resume", help="continue an interrupted run in its own folder")
+    p.add_argument("run", help="run folder")
+    p = sub.add_parser("data", help="generate a data set file: gan data csm -o FILE.h5 [OVERRIDE ...]")
+    p.add_argument("kind", help="data kind (csm)")
+    p.add_argument("-o", "--output", required=True, help="output HDF5 file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.add_argument("overrides", nargs="*", help="dataset overrides, e.g. dataset.array=minidsp_uma-16")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        if argv and argv[0] == "train":
+            return cmd_train(argv[1:])
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 0
+        handler = {"sample": cmd_sample, "evaluate": cmd_evaluate, "resume": cmd_resume, "data": cmd_data}
+        return handler[args.command](args)
+    except UserError as exc:
+        return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Config checks and resolution.
+
+``validate(cfg)`` checks types, ranges and cross-field rules of the composed config
+without importing TensorFlow or building data; ``resolve(cfg, data)`` fills the
+``auto``/null recommendations (model from the dataset kind, optimizer and n_critic from
+the loss, latent size from the dataset) and returns a fully concrete config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from gan_cli.errors import ConfigError
+
+LOSS_NAMES = ("gan", "nsgan", "mlgan", "lsgan", "wgan", "wgan_gp", "hinge")
+
+# key -> (type, minimum, allow null)
+TRAIN_SCHEMA: dict[str, tuple[type, float | None, bool]] = {
+    "steps": (int, 1, False),
+    "batch_size": (int, 1, False),
+    "n_critic": (int, 1, True),
+    "n_gen": (int, 1, False),
+    "seed": (int, 0, False),
+    "eval_every": (int, 1, False),
+    "checkpoint_every": (int, 1, False),
+    "keep_checkpoints": (int, 1, False),
+    "steps_per_execution": (int, 1, False),
+    "jit_compile": (bool, None, False),
+    "progress": (bool, None, False),
+    "deterministic": (bool, None, False),
+}
+LATENT_SCHEMA = {"dim": (int, 1, True), "distribution": (str, None, False)}
+METRICS_SCHEMA = {"num_samples": (int, 2, False)}
+TOP_LEVEL = {"dataset", "loss", "model", "optimizer", "latent", "train", "metrics", "experiment"}
+
+
+def conf_dir() -> Path:
+    """The packaged ``conf/`` folder (``gan_cli.conf`` in an installed wheel)."""
+    try:
+        from importlib.resources import files
+
+        path = Path(str(files("gan_cli.conf")))
+        if (path / "config.yaml").exists():
+            return path
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / "conf"
+
+
+def _check_value(section: str, key: str, value: Any, spec: tuple[type, float | None, bool]) -> None:
+    typ, minimum, nullable = spec
+    where = f"{section}.{key}"
+    if value is None:
+        if not nullable:
+            raise ConfigError(f"{where} must be set (got null)")
+        return
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return
+    if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if typ is str and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{where} must be >= {minimum:g}, got {value}")
+
+
+def _check_section(cfg: DictConfig, section: str, schema: dict) -> None:
+    node = cfg.get(section)
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"'{section}' must be a config section")
+    for key in node:
+        if key not in schema:
+            raise ConfigError(f"unknown key {section}.{key}; valid: {', '.join(schema)}")
+    for key, spec in schema.items():
+        _check_value(section, key, node.get(key), spec)
+
+
+def _number(where: str, value: Any, low: float, high: float | None = None, low_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if (value <= low if low_open else value < low) or (high is not None and value > high):
+        rng = f"({low}, {high}]" if low_open else f"[{low}, {high if high is not None else 'inf'}]"
+        raise ConfigError(f"{where} must be in {rng}, got {value}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError (one line) for any invalid key, type, range or combination."""
+    from gan_cli.optimizers import validate_optimizer
+
+    for key in cfg:
+        if key not in TOP_LEVEL and key != "hydra":
+            raise ConfigError(f"unknown top-level key '{key}'; valid: {', '.join(sorted(TOP_LEVEL))}")
+    _check_section(cfg, "train", TRAIN_SCHEMA)
+    _check_section(cfg, "latent", LATENT_SCHEMA)
+    _check_section(cfg, "metrics", METRICS_SCHEMA)
+    if cfg.latent.distribution not in ("gaussian", "uniform"):
+        raise ConfigError(f"latent.distribution '{cfg.latent.distribution}' unknown; valid: gaussian, uniform")
+
+    loss = cfg.loss
+    if loss.get("name") not in LOSS_NAMES:
+        raise ConfigError(f"unknown loss '{loss.get('name')}'; valid: {', '.join(LOSS_NAMES)}")
+    _number("loss.label_smoothing", loss.get("label_smoothing", 1.0), 0.0, 1.0, low_open=True)
+    if loss.name in ("wgan", "wgan_gp", "hinge") and loss.get("label_smoothing", 1.0) != 1.0:
+        raise ConfigError(f"loss.label_smoothing applies to gan, nsgan, mlgan and lsgan, not {loss.name}; remove it")
+    if "clip_value" in loss:
+        _number("loss.clip_value", loss.clip_value, 0.0, low_open=True)
+    if "gp_weight" in loss:
+        _number("loss.gp_weight", loss.gp_weight, 0.0)
+    for key in ("a", "b", "c"):
+        if key in loss:
+            _number(f"loss.{key}", loss[key], float("-inf"))
+
+    if cfg.optimizer.get("name") != "auto":
+        for net in ("generator", "discriminator"):
+            if net not in cfg.optimizer:
+                raise ConfigError(f"optimizer.{net} is missing; give both generator and discriminator settings")
+            validate_optimizer(net, cfg.optimizer[net])
+
+    if cfg.model.get("name") not in ("auto",) and "generator" not in cfg.model:
+        raise ConfigError(f"model '{cfg.model.get('name')}' has no generator section")
+    _check_dataset_keys(cfg.dataset)
+
+
+def _check_dataset_keys(node: DictConfig) -> None:
+    """Compare the dataset keys with its class's constructor, without building any data."""
+    target = node.get("_target_")
+    if not isinstance(target, str) or "." not in target:
+        raise ConfigError("dataset has no _target_; pick one with dataset=NAME")
+    module, _, cls_name = target.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), cls_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"dataset target {target} cannot be imported ({exc})") from None
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [p for p in params if p != "self"]
+    for key in node:
+        if key != "_target_" and key not in valid:
+            raise ConfigError(f"unknown key dataset.{key}; valid: {', '.join(valid)}")
+
+
+def resolve(cfg: DictConfig, data) -> DictConfig:
+    """A copy of ``cfg`` with every ``auto``/null recommendation filled in for ``data``."""
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    with open_dict(cfg):
+        if cfg.model.name == "auto":
+            cfg.model = OmegaConf.load(conf_dir() / "model" / f"{data.default_model}.yaml")
+        if cfg.optimizer.name == "auto":
+            choice = cfg.loss.get("default_optimizer", "adam")
+            cfg.optimizer = OmegaConf.load(conf_dir() / "optimizer" / f"{choice}.yaml")
+        if cfg.train.n_critic is None:
+            cfg.train.n_critic = int(cfg.loss.get("default_n_critic", 1))
+        if cfg.latent.dim is None:
+            cfg.latent.dim = int(data.default_latent_dim)
+    from gan_cli.optimizers import validate_optimizer
+
+    for net in ("generator", "discriminator"):
+        validate_optimizer(net, cfg.optimizer[net])
+    if cfg.model.get("conditional", False) and data.num_classes < 2:
+        raise ConfigError(f"model.conditional=true needs a labelled dataset; '{data.name}' has no labels")
+    return cfg

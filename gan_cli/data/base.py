@@ -1,0 +1,113 @@
+"""The interface every training set implements.
+
+A dataset lives in *model space*: float32 arrays of shape ``(N, *sample_shape)``
+exactly as the discriminator sees them and the generator produces them.
+``to_user_space`` maps model space back to what a user expects (pixel range,
+complex CSMs, ...).
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+# An evaluator maps generated samples (model space, (n, *sample_shape)) and their
+# conditioning labels ((n,) int or None) to a flat dict of float quality metrics.
+Evaluator = Callable[[np.ndarray, "np.ndarray | None"], dict]
+
+
+class GanDataset(abc.ABC):
+    """A training set for a GAN.
+
+    Attributes:
+        name: the config name (``ring``, ``csm``, ``digits`` ...).
+        kind: ``"toy2d"``, ``"image"`` or ``"csm"``; selects the default model,
+            report sections and metrics.
+        sample_shape: shape of one sample, e.g. ``(2,)``, ``(8, 8, 1)``, ``(64, 64, 2)``.
+        num_classes: number of label classes, 0 when the data has no labels.
+        primary_metric: the metric shown in the progress bar (lower or higher is
+            better as documented by the metric).
+    """
+
+    name: str = "dataset"
+    kind: str = "toy2d"
+    sample_shape: tuple[int, ...] = (2,)
+    num_classes: int = 0
+    primary_metric: str = ""
+    # Recommended settings used when the config says ``model=auto`` / ``latent.dim=null``.
+    default_model: str = "mlp"
+    default_latent_dim: int = 2
+
+    @abc.abstractmethod
+    def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """All training samples, float32 ``(N, *sample_shape)``, and labels ``(N,)`` int32 or None."""
+
+    def tf_dataset(self, batch_size: int, seed: int, start_step: int = 0,
+                   batches_per_step: int = 1):
+        """An infinite ``tf.data.Dataset`` of real batches, deterministic in ``(seed, step)``.
+
+        Element ``s`` (counting from ``start_step``) is ``x`` of shape
+        ``(batches_per_step, batch_size, *sample_shape)`` (or ``(x, y)`` with ``y``
+        of shape ``(batches_per_step, batch_size)`` when the data is labelled).
+        Batches are drawn with replacement by a stateless RNG keyed on
+        ``(seed, step)``, so resuming at ``start_step`` continues the same stream.
+        Datasets too large for memory override this.
+        """
+        import tensorflow as tf
+
+        x, y = self.arrays()
+        n = int(x.shape[0])
+        x_t = tf.constant(x, dtype=tf.float32)
+        y_t = None if y is None else tf.constant(y, dtype=tf.int32)
+        shape = (batches_per_step, batch_size)
+
+        def draw(step):
+            idx = tf.random.stateless_uniform(
+                shape, seed=tf.stack([tf.cast(seed, tf.int64), step]), minval=0, maxval=n, dtype=tf.int64
+            )
+            xb = tf.gather(x_t, idx)
+            return xb if y_t is None else (xb, tf.gather(y_t, idx))
+
+        ds = tf.data.Dataset.counter(start=start_step).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def real_samples(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """``n`` real samples (model space) and their labels, for metrics and reports."""
+        x, y = self.arrays()
+        rng = np.random.default_rng(seed)
+        idx = rng.choice(x.shape[0], size=n, replace=x.shape[0] < n)
+        return x[idx], (None if y is None else y[idx])
+
+    @abc.abstractmethod
+    def evaluator(self, num_samples: int, seed: int) -> Evaluator:
+        """A function scoring ``num_samples`` generated samples against real data."""
+
+    def to_user_space(self, x: np.ndarray) -> np.ndarray:
+        """Model-space samples -> the form a user expects (default: unchanged)."""
+        return x
+
+    def output_transform(self) -> Any:
+        """An optional Keras layer applied to the generator's raw output (e.g. eigenvector normalisation)."""
+        return None
+
+    def write_samples(self, x: np.ndarray, labels: np.ndarray | None, path: Path) -> None:
+        """Write generated samples (model space) to ``path``; ``.npy`` writes ``to_user_space(x)``."""
+        from gan_cli.errors import UserError
+
+        path = Path(path)
+        if path.suffix != ".npy":
+            raise UserError(f"cannot write {path.name}: dataset '{self.name}' writes .npy files; use -o FILE.npy")
+        np.save(path, self.to_user_space(x))
+
+
+def data_cache_dir() -> Path:
+    """Folder for built-in data sets and cached classifiers (``$GAN_CLI_DATA`` or ``~/.cache/gan-cli``)."""
+    import os
+
+    root = os.environ.get("GAN_CLI_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "gan-cli")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,49 @@
+"""Optimizer configs -> Keras optimizers (one per network; never shared between G and D)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from gan_cli.errors import ConfigError
+
+# name -> (Keras class name, allowed config keys besides `name`)
+OPTIMIZERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "adam": ("Adam", ("lr", "beta_1", "beta_2", "epsilon")),
+    "rmsprop": ("RMSprop", ("lr", "rho", "momentum", "epsilon")),
+    "sgd": ("SGD", ("lr", "momentum", "nesterov", "momentum_final", "momentum_steps")),
+}
+# keys whose value must lie in [0, 1)
+_UNIT_INTERVAL = ("beta_1", "beta_2", "rho", "momentum", "momentum_final")
+
+
+def validate_optimizer(net: str, cfg: Mapping[str, Any]) -> None:
+    """Raise ConfigError for an unknown optimizer, unknown key or out-of-range value."""
+    name = cfg.get("name")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.{net}.name '{name}' unknown; valid: {', '.join(OPTIMIZERS)}")
+    allowed = OPTIMIZERS[name][1]
+    for key, value in cfg.items():
+        if key == "name":
+            continue
+        if key not in allowed:
+            raise ConfigError(f"optimizer.{net}.{key} is not a {name} setting; valid: {', '.join(allowed)}")
+        if value is None or key == "nesterov":
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"optimizer.{net}.{key} must be a number, got {value!r}")
+        if key in ("lr", "epsilon") and not value > 0:
+            raise ConfigError(f"optimizer.{net}.{key} must be > 0, got {value}")
+        if key in _UNIT_INTERVAL and not 0 <= value < 1:
+            raise ConfigError(f"optimizer.{net}.{key} must be in [0, 1), got {value}")
+        if key == "momentum_steps" and value < 1:
+            raise ConfigError(f"optimizer.{net}.momentum_steps must be >= 1, got {value}")
+
+
+def build_optimizer(cfg: Mapping[str, Any]):
+    """A fresh Keras optimizer from a node like ``{name: adam, lr: 2e-4, beta_1: 0.5}``."""
+    import keras
+
+    cls_name, allowed = OPTIMIZERS[cfg["name"]]
+    kwargs = {k: v for k, v in cfg.items() if k in allowed and v is not None
+              and k not in ("lr", "momentum_final", "momentum_steps")}
+    return getattr(keras.optimizers, cls_name)(learning_rate=float(cfg["lr"]), **kwargs)
