@@ -33,8 +33,33 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def _quiet_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up chatter (CUDA probing on CPU machines) silenced.
+
+    The chatter is written by absl to file descriptor 2 before any Python logging is set up,
+    so fd 2 is pointed at a temporary file during the import and replayed only if it fails.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # acoular's numba needs it before numpy loads BLAS
+    if "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # the CUDA probe also logs on first use
+        except BaseException:
+            os.dup2(saved, 2)
+            tmp.seek(0)
+            sys.stderr.write(tmp.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _expand_sweeps(overrides: list[str]) -> list[list[str]]:

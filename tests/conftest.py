@@ -1,0 +1,38 @@
+"""Shared fixtures: a composed config, a private data cache, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# Tiny training settings shared by the end-to-end tests.
+TINY = ["train.steps=20", "train.eval_every=10", "train.checkpoint_every=10", "train.batch_size=32",
+        "metrics.num_samples=200", "train.progress=false", "dataset.num_samples=2000"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache(tmp_path_factory):
+    """Keep built-in data sets and classifiers of the test session out of the user's cache."""
+    path = tmp_path_factory.mktemp("gan_cli_data")
+    os.environ["GAN_CLI_DATA"] = str(path)
+    return path
+
+
+def compose(overrides: list[str]):
+    """The real config composed from conf/ with ``overrides``."""
+    from hydra import compose as hydra_compose, initialize_config_module
+
+    with initialize_config_module("gan_cli.conf", version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def run_gan(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed ``gan`` command (through this interpreter) and capture its output."""
+    return subprocess.run([sys.executable, "-m", "gan_cli.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ})

@@ -1,0 +1,104 @@
+"""The `gan` command end to end on tiny configs: train, sample, evaluate, sweeps, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import TINY, run_gan
+
+
+def test_help_lists_subcommands_without_importing_tensorflow():
+    code = ("import sys; from gan_cli.cli import main; main(['--help']); "
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported by --help'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for sub in ("train", "sample", "evaluate", "resume", "data"):
+        assert sub in out.stdout
+
+
+@pytest.fixture(scope="module")
+def ring_run(tmp_path_factory):
+    """One real `gan train` on a tiny ring config (shared by the sample/evaluate tests)."""
+    root = tmp_path_factory.mktemp("ring_run")
+    run_dir = root / "run"
+    out = run_gan(["train", "loss=wgan", *TINY, f"hydra.run.dir={run_dir}"], cwd=root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run_dir, out
+
+
+def test_train_writes_run_folder(ring_run):
+    run_dir, out = ring_run
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.jsonl", "resolved_config.yaml"):
+        assert (run_dir / name).is_file(), name
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20]
+    for key in ("d_loss", "g_loss", "modes", "high_quality", "reverse_kl", "kl", "js"):
+        assert key in rows[-1]
+    assert 0 <= rows[-1]["high_quality"] <= 1 and 0 <= rows[-1]["modes"] <= 8
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt_00000010.npz", "ckpt_00000020.npz"]
+    assert len(list((run_dir / "samples").glob("step_*.npz"))) == 2
+    assert "done: step 20" in out.stderr
+    resolved = (run_dir / "resolved_config.yaml").read_text()
+    # loss=wgan resolves to seed 000's recommendations
+    assert "name: rmsprop" in resolved and "n_critic: 5" in resolved and "clip_value: 0.01" in resolved
+
+
+def test_sample_and_evaluate(ring_run, tmp_path):
+    run_dir, _ = ring_run
+    out = run_gan(["sample", str(run_dir), "-n", "17", "-o", str(tmp_path / "s.npy")], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.shape == (17, 2) and np.all(np.isfinite(samples))
+    out = run_gan(["sample", str(run_dir), "-n", "5", "-o", str(tmp_path / "s.npy")], cwd=tmp_path)
+    assert out.returncode == 2 and "exists" in out.stderr
+    out = run_gan(["evaluate", str(run_dir)], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout)
+    assert metrics["step"] == 20 and {"modes", "high_quality", "reverse_kl", "kl", "js"} <= set(metrics)
+    # the same from the checkpoint file alone
+    ckpt = run_dir / "checkpoints" / "ckpt_00000020.npz"
+    out = run_gan(["evaluate", str(ckpt)], cwd=tmp_path)
+    assert out.returncode == 0 and json.loads(out.stdout)["modes"] == metrics["modes"]
+
+
+def test_multirun_two_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = run_gan(["train", "-m", "train.seed=0,1", *TINY, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for job in ("0", "1"):
+        assert (sweep / job / "DONE").is_file()
+        assert (sweep / job / "metrics.jsonl").is_file()
+    assert "train.seed=1" in (sweep / "1" / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("loss=nope", "Available options in 'loss'"),
+    ("train.foo=1", "train.foo"),
+    ("train.n_critic=0", "train.n_critic must be >= 1"),
+    ("train.batch_size=0", "train.batch_size must be >= 1"),
+    ("train.steps=abc", "train.steps must be an integer"),
+    ("optimizer=adam optimizer.generator.lr=-0.1", "optimizer.generator.lr must be > 0"),
+    ("loss.label_smoothing=1.5", "loss.label_smoothing"),
+    ("dataset.std=-1", "dataset.std must be > 0"),
+    ("+dataset.bogus=3", "unknown key dataset.bogus"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, override, needle):
+    run_dir = tmp_path / "run"
+    out = run_gan(["train", *TINY, *override.split(), f"hydra.run.dir={run_dir}"], cwd=tmp_path, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in out.stderr
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_sample_without_checkpoints_is_a_clean_error(tmp_path):
+    (tmp_path / "empty_run").mkdir()
+    out = run_gan(["sample", str(tmp_path / "empty_run"), "-o", str(tmp_path / "x.npy")], cwd=tmp_path)
+    assert out.returncode == 2 and "has no checkpoints" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,88 @@
+"""Loss functions against values computed by hand (logits in, scalar out)."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gan_cli import losses
+
+REAL = tf.constant([[2.0], [-1.0]])
+FAKE = tf.constant([[0.5], [-3.0]])
+
+
+def softplus(x):
+    return math.log1p(math.exp(x))
+
+
+# (function, args, expected) with expected written out from the formulas in the docstrings
+CASES = [
+    # D: -E log s(r) - E log(1 - s(f)) = E softplus(-r) + E softplus(f)
+    (losses.gan_discriminator_loss, (REAL, FAKE), {},
+     0.5 * (softplus(-2) + softplus(1)) + 0.5 * (softplus(0.5) + softplus(-3))),
+    # one-sided smoothing t=0.9: E[t softplus(-r) + (1-t) softplus(r)] + E softplus(f)
+    (losses.gan_discriminator_loss, (REAL, FAKE), {"label_smoothing": 0.9},
+     0.5 * (0.9 * softplus(-2) + 0.1 * softplus(2) + 0.9 * softplus(1) + 0.1 * softplus(-1))
+     + 0.5 * (softplus(0.5) + softplus(-3))),
+    (losses.gan_generator_loss, (FAKE,), {}, -0.5 * (softplus(0.5) + softplus(-3))),  # E log(1 - s(f))
+    (losses.nsgan_generator_loss, (FAKE,), {}, 0.5 * (softplus(-0.5) + softplus(3))),  # -E log s(f)
+    (losses.mlgan_generator_loss, (FAKE,), {}, -0.5 * (math.exp(0.5) + math.exp(-3))),  # -E exp(f)
+    (losses.lsgan_discriminator_loss, (REAL, FAKE), {},
+     0.5 * 0.5 * ((2 - 1) ** 2 + (-1 - 1) ** 2) + 0.5 * 0.5 * (0.5 ** 2 + 3 ** 2)),
+    (losses.lsgan_discriminator_loss, (REAL, FAKE), {"a": -1.0, "b": 1.0},
+     0.5 * 0.5 * (1 + 4) + 0.5 * 0.5 * (1.5 ** 2 + 2 ** 2)),
+    (losses.lsgan_generator_loss, (FAKE,), {}, 0.5 * 0.5 * ((0.5 - 1) ** 2 + (-3 - 1) ** 2)),
+    (losses.lsgan_generator_loss, (FAKE,), {"c": 0.0}, 0.5 * 0.5 * (0.25 + 9)),
+    (losses.wgan_discriminator_loss, (REAL, FAKE), {}, (0.5 - 3) / 2 - (2 - 1) / 2),
+    (losses.wgan_generator_loss, (FAKE,), {}, -(0.5 - 3) / 2),
+    # hinge: E max(0, 1 - r) + E max(0, 1 + f) = (0 + 2)/2 + (1.5 + 0)/2
+    (losses.hinge_discriminator_loss, (REAL, FAKE), {}, 1.0 + 0.75),
+    (losses.hinge_generator_loss, (FAKE,), {}, 1.25),
+]
+
+
+@pytest.mark.parametrize("fn,args,kwargs,expected", CASES)
+def test_loss_values(fn, args, kwargs, expected):
+    assert float(fn(*args, **kwargs)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_bce_is_stable_for_large_logits():
+    big = tf.constant([[80.0]])
+    assert math.isfinite(float(losses.gan_discriminator_loss(big, -big)))
+    assert float(losses.nsgan_generator_loss(-big)) == pytest.approx(80.0, rel=1e-5)
+
+
+def test_gradient_penalty_linear_critic_closed_form():
+    # critic D(x) = w . x has gradient w everywhere: penalty (||w|| - 1)^2 whatever the interpolation
+    w = tf.constant([[3.0], [4.0]])
+    critic = lambda x: tf.matmul(x, w)  # noqa: E731
+    real = tf.random.normal([8, 2], seed=1)
+    fake = tf.random.normal([8, 2], seed=2)
+    eps = tf.random.uniform([8], seed=3)
+    assert float(losses.gradient_penalty(critic, real, fake, eps)) == pytest.approx((5.0 - 1.0) ** 2, rel=1e-5)
+
+
+def test_gradient_penalty_zero_gradient_is_finite():
+    critic = lambda x: tf.zeros([tf.shape(x)[0], 1]) * tf.reduce_sum(x, axis=1, keepdims=True)  # noqa: E731
+    real = tf.ones([4, 2])
+    with tf.GradientTape() as tape:
+        tape.watch(real)
+        gp = losses.gradient_penalty(critic, real, real * 0.5, tf.fill([4], 0.3))
+    assert float(gp) == pytest.approx(1.0, abs=1e-5)  # (sqrt(0 + 1e-12) - 1)^2
+    grad = tape.gradient(gp, real)
+    assert grad is None or np.all(np.isfinite(grad.numpy()))
+
+
+def test_r1_penalty_quadratic_critic():
+    # D(x) = sum x^2 -> grad 2x, ||grad||^2 = 4 ||x||^2
+    x = tf.constant([[1.0, 2.0], [0.0, 1.0]])
+    value = losses.r1_penalty(lambda t: tf.reduce_sum(t * t, axis=1, keepdims=True), x)
+    assert float(value) == pytest.approx((4 * 5 + 4 * 1) / 2)
+
+
+def test_get_loss_lists_valid_names():
+    from gan_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="valid: gan, hinge, lsgan"):
+        losses.get_loss("nope")
