@@ -1,6 +1,6 @@
 """``gan``: the command-line front. Imports TensorFlow only inside the subcommands that need it.
 
-Subcommands: train, sample, evaluate, resume, data.
+Subcommands: train, sample, evaluate, resume, reproduce, data.
 """
 
 from __future__ import annotations
@@ -175,6 +175,45 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _last_metrics(run_dir: Path) -> dict:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise UserError(f"{run_dir} has no metrics.jsonl; give the folder of a finished gan train run")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise UserError(f"{path} is empty; the run never reached an evaluation")
+    return json.loads(lines[-1])
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Re-run a run's saved overrides (+ new ones) into a new folder and compare final metrics."""
+    import datetime
+
+    import yaml
+
+    run = Path(args.run)
+    saved = run / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        raise UserError(f"{run} has no .hydra/overrides.yaml; give a run folder written by gan train")
+    original = _last_metrics(run)
+    old = [o for o in (yaml.safe_load(saved.read_text()) or []) if not o.startswith("hydra.")]
+    now = datetime.datetime.now()
+    new_dir = Path("outputs") / now.strftime("%Y-%m-%d") / (now.strftime("%H-%M-%S-%f") + "_reproduce")
+    rc = cmd_train(old + list(args.overrides) + [f"hydra.run.dir={new_dir}"])
+    if rc:
+        return rc
+    fresh = _last_metrics(new_dir)
+    keys = [k for k in original if k not in ("time",) and k in fresh]
+    diffs = {k: (original[k], fresh[k]) for k in keys if original[k] != fresh[k]}
+    if not diffs:
+        print(f"reproduced: final metrics of {new_dir} are identical to {run} ({len(keys)} values)")
+        return 0
+    print(f"final metrics differ from {run} (new run: {new_dir}):")
+    for k, (a, b) in diffs.items():
+        print(f"  {k}: original {a} -> reproduced {b}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     if args.kind != "csm":
@@ -200,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=None, help="samples to score (default: the run's metrics.num_samples)")
     p = sub.add_parser("resume", help="continue an interrupted run in its own folder")
     p.add_argument("run", help="run folder")
+    p = sub.add_parser("reproduce", help="re-run a finished run's config (+ overrides) into a new folder and compare")
+    p.add_argument("run", help="run folder")
+    p.add_argument("overrides", nargs="*", help="extra Hydra overrides")
     p = sub.add_parser("data", help="generate a data set file: gan data csm -o FILE.h5 [OVERRIDE ...]")
     p.add_argument("kind", help="data kind (csm)")
     p.add_argument("-o", "--output", required=True, help="output HDF5 file")
@@ -218,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
-        handler = {"sample": cmd_sample, "evaluate": cmd_evaluate, "resume": cmd_resume, "data": cmd_data}
+        handler = {"sample": cmd_sample, "evaluate": cmd_evaluate, "resume": cmd_resume, "data": cmd_data,
+                   "reproduce": cmd_reproduce}
         return handler[args.command](args)
     except UserError as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)
