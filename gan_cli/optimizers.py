@@ -40,10 +40,20 @@ def validate_optimizer(net: str, cfg: Mapping[str, Any]) -> None:
 
 
 def build_optimizer(cfg: Mapping[str, Any]):
-    """A fresh Keras optimizer from a node like ``{name: adam, lr: 2e-4, beta_1: 0.5}``."""
+    """A fresh Keras optimizer from a node like ``{name: adam, lr: 2e-4, beta_1: 0.5}``.
+
+    SGD with ``momentum_final`` and ``momentum_steps`` set ramps its momentum linearly from
+    ``momentum`` to ``momentum_final`` over that many of its own updates (Goodfellow et al.
+    2014: 0.5 rising to 0.7).
+    """
     import keras
 
     cls_name, allowed = OPTIMIZERS[cfg["name"]]
     kwargs = {k: v for k, v in cfg.items() if k in allowed and v is not None
               and k not in ("lr", "momentum_final", "momentum_steps")}
+    if cfg["name"] == "sgd" and cfg.get("momentum_final") is not None:
+        from gan_cli.momentum_sgd import RampedMomentumSGD
+
+        return RampedMomentumSGD(learning_rate=float(cfg["lr"]), momentum_final=float(cfg["momentum_final"]),
+                                 momentum_steps=int(cfg.get("momentum_steps") or 1), **kwargs)
     return getattr(keras.optimizers, cls_name)(learning_rate=float(cfg["lr"]), **kwargs)

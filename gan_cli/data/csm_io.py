@@ -1,0 +1,424 @@
+"""Cross-spectral matrix (CSM) conversions and file I/O.
+
+Everything here is batched numpy; shapes use ``N`` samples and ``M`` microphones.
+
+* ``csm_to_csmtriu`` / ``csmtriu_to_csm``: the compressed real form of a Hermitian CSM
+  (seed 000, AcouPipe): ``T[i, j] = Re C[i, j]`` for ``i <= j`` and ``T[j, i] = Im C[i, j]``
+  for ``i < j``.
+* ``canonical_eig``: eigenvalues descending, each eigenvector column rotated so that its
+  reference-microphone entry is real and >= 0.
+* ``write_csm_h5`` / ``read_csm_file``: this project's HDF5 layout (documented in
+  ``docs/csm.md``), AcouPipe's per-sample-group HDF5 layout and AcouPipe TFRecords.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gan_cli.errors import DataError
+
+FORMAT_NAME = "gan-cli-csm"
+FORMAT_VERSION = 1
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec")
+
+
+# --------------------------------------------------------------------------- conversions
+def csm_to_csmtriu(csm: np.ndarray) -> np.ndarray:
+    """Complex Hermitian CSMs ``(..., M, M)`` -> real csmtriu ``(..., M, M)`` float32.
+
+    Upper triangle incl. diagonal: ``Re C``; strictly lower ``[j, i]``: ``Im C[i, j]`` (i < j).
+    """
+    csm = np.asarray(csm)
+    m = csm.shape[-1]
+    upper = np.triu(np.ones((m, m), dtype=bool))
+    strict_upper = np.triu(np.ones((m, m), dtype=bool), 1)
+    re = np.where(upper, csm.real, 0.0)
+    im_up = np.where(strict_upper, csm.imag, 0.0)
+    return (re + np.swapaxes(im_up, -1, -2)).astype(np.float32)
+
+
+def csmtriu_to_csm(triu: np.ndarray) -> np.ndarray:
+    """Real csmtriu ``(..., M, M)`` -> complex Hermitian CSMs ``(..., M, M)`` complex128.
+
+    The diagonal is real by construction; ``C[j, i] = conj(C[i, j])``.
+    """
+    t = np.asarray(triu, dtype=np.float64)
+    m = t.shape[-1]
+    upper = np.triu(np.ones((m, m), dtype=bool))
+    strict_upper = np.triu(np.ones((m, m), dtype=bool), 1)
+    re_up = np.where(upper, t, 0.0)                               # Re C[i, j], i <= j
+    im_up = np.where(strict_upper, np.swapaxes(t, -1, -2), 0.0)   # Im C[i, j], i < j
+    c_up = re_up + 1j * im_up
+    c_strict = np.where(strict_upper, c_up, 0.0)
+    return c_up + np.conj(np.swapaxes(c_strict, -1, -2))
+
+
+def realimag_to_complex(x: np.ndarray) -> np.ndarray:
+    """``(..., 2)`` float [re, im] -> ``(...)`` complex."""
+    return x[..., 0] + 1j * x[..., 1]
+
+
+def canonical_eig(csm: np.ndarray, reference_mic: int) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical eigendecomposition of Hermitian CSMs ``(N, M, M)``.
+
+    Returns ``(eigenvalues (N, M) float64, descending; eigenvectors (N, M, M) complex128)``
+    with ``C = V diag(lambda) V^H``; column ``V[:, :, j]`` belongs to ``lambda[:, j]`` and is
+    rotated by a unit phase so that ``V[:, reference_mic, j]`` is real and >= 0 (columns whose
+    reference entry is numerically zero keep the phase ``eigh`` gave them).
+    """
+    csm = np.asarray(csm)
+    w, v = np.linalg.eigh(csm.astype(np.complex128, copy=False))  # ascending
+    w = w[..., ::-1]
+    v = v[..., ::-1]
+    return w, canonical_phase(v, reference_mic)
+
+
+def canonical_phase(v: np.ndarray, reference_mic: int) -> np.ndarray:
+    """Rotate each column of ``v`` ``(N, M, K)`` so its ``reference_mic`` row is real >= 0."""
+    ref = v[..., reference_mic, :]                     # (N, K)
+    mag = np.abs(ref)
+    phase = np.where(mag > 1e-12, np.conj(ref) / np.maximum(mag, 1e-300), 1.0)
+    out = v * phase[..., None, :]
+    # remove the rounding residue so the reference entries are exactly real
+    out[..., reference_mic, :] = np.abs(out[..., reference_mic, :])
+    return out
+
+
+# --------------------------------------------------------------------------- container
+@dataclass
+class CsmData:
+    """CSM samples read from a file.
+
+    Attributes:
+        csm: ``(N, M, M)`` complex128 Hermitian CSMs (Pa^2), unnormalised.
+        eigenvalues / eigenvectors: canonical eigendecomposition when the file stores it
+            (this project's layout), else None (computed by the caller).
+        loc: ``(N, J_max, 3)`` source positions (NaN padded) or None.
+        num_sources: ``(N,)`` int or None; strength: ``(N, J_max)`` squared source
+            pressure at the reference mic (Pa^2, NaN padded) or None.
+        mic_positions: ``(M, 3)`` or None (AcouPipe files do not store the geometry).
+        attrs: file attributes (``frequency``, ``c``, ``reference_mic`` ...), may be empty.
+        source_format: ``"gan-cli"``, ``"acoupipe-h5"`` or ``"acoupipe-tfrecord"``.
+    """
+
+    csm: np.ndarray
+    eigenvalues: np.ndarray | None = None
+    eigenvectors: np.ndarray | None = None
+    loc: np.ndarray | None = None
+    num_sources: np.ndarray | None = None
+    strength: np.ndarray | None = None
+    mic_positions: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    source_format: str = "gan-cli"
+
+
+# --------------------------------------------------------------------------- writer
+class CsmH5Writer:
+    """Incremental, atomic writer of this project's HDF5 layout.
+
+    Opens ``path + '.tmp'``, preallocates chunked datasets for ``n`` samples of ``m`` mics,
+    accepts blocks with ``write(start, csm, ...)`` and renames to ``path`` on ``close()``
+    (the temporary file is removed on ``abort()`` or an exception inside ``with``).
+    Refuses to overwrite an existing ``path`` unless ``force``.
+    """
+
+    def __init__(self, path: str | os.PathLike, n: int, m: int, *, reference_mic: int,
+                 j_max: int | None = None, mic_positions: np.ndarray | None = None,
+                 attrs: dict[str, Any] | None = None, force: bool = False, chunk: int = 64):
+        import h5py
+
+        self.path = Path(path)
+        if self.path.exists() and not force:
+            raise DataError(f"{self.path} already exists; pass --force to overwrite it or choose another -o FILE")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.reference_mic = int(reference_mic)
+        ch = max(1, min(chunk, n))
+        f = self.f = h5py.File(self.tmp, "w")
+        f.create_dataset("csm", (n, m, m), np.complex64, chunks=(ch, m, m))
+        f.create_dataset("csmtriu", (n, m, m), np.float32, chunks=(ch, m, m))
+        f.create_dataset("eigenvalues", (n, m), np.float32, chunks=(ch, m))
+        f.create_dataset("eigenvectors", (n, m, m), np.complex64, chunks=(ch, m, m))
+        if j_max is not None:
+            f.create_dataset("loc", (n, j_max, 3), np.float32, chunks=(ch, j_max, 3), fillvalue=np.nan)
+            f.create_dataset("num_sources", (n,), np.int32, chunks=(ch,))
+            f.create_dataset("strength", (n, j_max), np.float32, chunks=(ch, j_max), fillvalue=np.nan)
+        if mic_positions is not None:
+            f.create_dataset("mic_positions", data=np.asarray(mic_positions, np.float64))
+        f.attrs["format"] = FORMAT_NAME
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["reference_mic"] = self.reference_mic
+        for key, val in (attrs or {}).items():
+            f.attrs[key] = "null" if val is None else val
+
+    def write(self, start: int, csm: np.ndarray, eig: tuple[np.ndarray, np.ndarray] | None = None,
+              loc: np.ndarray | None = None, num_sources: np.ndarray | None = None,
+              strength: np.ndarray | None = None) -> None:
+        """Store samples ``start : start + len(csm)``; computes ``canonical_eig`` when ``eig`` is None."""
+        sl = slice(start, start + csm.shape[0])
+        w, v = eig if eig is not None else canonical_eig(csm, self.reference_mic)
+        f = self.f
+        f["csm"][sl] = csm.astype(np.complex64)
+        f["csmtriu"][sl] = csm_to_csmtriu(csm)
+        f["eigenvalues"][sl] = np.asarray(w, np.float32)
+        f["eigenvectors"][sl] = np.asarray(v, np.complex64)
+        if loc is not None and "loc" in f:
+            f["loc"][sl] = np.asarray(loc, np.float32)
+        if num_sources is not None and "num_sources" in f:
+            f["num_sources"][sl] = np.asarray(num_sources, np.int32)
+        if strength is not None and "strength" in f:
+            f["strength"][sl] = np.asarray(strength, np.float32)
+
+    def close(self) -> Path:
+        self.f.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self.f.close()
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
+
+    def __enter__(self) -> "CsmH5Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_csm_h5(path: str | os.PathLike, csm: np.ndarray, *, reference_mic: int,
+                 mic_positions: np.ndarray | None = None, loc: np.ndarray | None = None,
+                 num_sources: np.ndarray | None = None, strength: np.ndarray | None = None,
+                 attrs: dict[str, Any] | None = None, force: bool = False,
+                 eig: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """Write in-memory CSMs ``(N, M, M)`` (and optional labels) in this project's layout, atomically."""
+    csm = np.asarray(csm)
+    if csm.ndim != 3 or csm.shape[1] != csm.shape[2] or csm.shape[0] == 0:
+        raise DataError(f"cannot write CSMs of shape {csm.shape}; expected (N, M, M) with N > 0")
+    j_max = None if loc is None else np.asarray(loc).shape[1]
+    with CsmH5Writer(path, csm.shape[0], csm.shape[-1], reference_mic=reference_mic, j_max=j_max,
+                     mic_positions=mic_positions, attrs=attrs, force=force) as wr:
+        wr.write(0, csm, eig, loc, num_sources, strength)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- readers
+def detect_format(path: Path) -> str:
+    """``"hdf5"`` or ``"tfrecord"`` from the file's first bytes (and suffix as a hint)."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head == HDF5_SIGNATURE:
+        return "hdf5"
+    if len(head) < 8:
+        raise DataError(f"{path} is empty or truncated ({len(head)} bytes); regenerate it with `gan data csm -o {path.name} --force`")
+    if path.suffix.lower() in TFRECORD_SUFFIXES or _looks_like_tfrecord(path):
+        return "tfrecord"
+    raise DataError(f"{path} is neither HDF5 nor TFRecord; pass a .h5 file from `gan data csm` or AcouPipe, or an AcouPipe .tfrecord file")
+
+
+def _looks_like_tfrecord(path: Path) -> bool:
+    """A TFRecord starts with a uint64 record length, then 4 bytes CRC, then the record."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    if len(head) < 12:
+        return False
+    length = int.from_bytes(head[:8], "little")
+    return 0 < length <= size - 16
+
+
+def read_csm_file(path: str | os.PathLike, *, freq_index: int = 0, num_mics_hint: int | None = None,
+                  limit: int | None = None) -> CsmData:
+    """Read CSMs from this project's HDF5, AcouPipe HDF5 or AcouPipe TFRecord (auto-detected).
+
+    ``freq_index`` selects the frequency line in AcouPipe files with an ``(F, M, M)``
+    feature; ``num_mics_hint`` resolves flat TFRecord features of length ``F*M*M``;
+    ``limit`` reads at most that many samples. Raises DataError on any problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist; check dataset.path or create one with `gan data csm -o {path.name}`")
+    if path.is_dir():
+        raise DataError(f"data path {path} is a folder; point dataset.path at a .h5 or .tfrecord file")
+    kind = detect_format(path)
+    try:
+        if kind == "hdf5":
+            return _read_h5(path, freq_index, limit)
+        return _read_tfrecord(path, freq_index, num_mics_hint, limit)
+    except DataError:
+        raise
+    except Exception as exc:  # h5py/TF raise many types for corrupt files
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot read {path} ({type(exc).__name__}: {msg[:160]}); the file is corrupt or truncated, regenerate or re-download it") from exc
+
+
+def _read_h5(path: Path, freq_index: int, limit: int | None) -> CsmData:
+    import h5py
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"cannot open {path} as HDF5 ({str(exc).splitlines()[0][:120]}); the file is truncated or corrupt, regenerate it") from exc
+    with f:
+        if "csm" in f or "csmtriu" in f:
+            if not isinstance(f.get("csm", f.get("csmtriu")), h5py.Dataset):
+                raise DataError(f"{path}: 'csm'/'csmtriu' is not a dataset; expected the gan-cli layout (see docs/csm.md)")
+            return _read_project_h5(path, f, limit)
+        groups = sorted((k for k in f.keys() if k.isdigit() and isinstance(f[k], h5py.Group)), key=int)
+        if groups:
+            return _read_acoupipe_h5(path, f, groups, freq_index, limit)
+        raise DataError(f"{path} holds no CSM data (no 'csm'/'csmtriu' dataset and no AcouPipe sample groups '0','1',...); "
+                        "create one with `gan data csm -o FILE.h5`")
+
+
+def _check_square(path: Path, arr_shape: tuple[int, ...], what: str) -> None:
+    if len(arr_shape) != 3 or arr_shape[1] != arr_shape[2] or arr_shape[1] < 2:
+        raise DataError(f"{path}: dataset '{what}' has shape {arr_shape}, expected (N, M, M) with M >= 2; "
+                        "regenerate the file with `gan data csm`")
+    if arr_shape[0] == 0:
+        raise DataError(f"{path}: dataset '{what}' holds 0 samples; regenerate the file with num_samples > 0")
+
+
+def _read_project_h5(path: Path, f, limit: int | None) -> CsmData:
+    sl = slice(None) if limit is None else slice(0, int(limit))
+    if "csm" in f:
+        _check_square(path, f["csm"].shape, "csm")
+        csm = np.asarray(f["csm"][sl], dtype=np.complex128)
+    else:
+        _check_square(path, f["csmtriu"].shape, "csmtriu")
+        csm = csmtriu_to_csm(f["csmtriu"][sl])
+    n, m = csm.shape[0], csm.shape[-1]
+    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    attrs = {k: (None if isinstance(v, str) and v == "null" else v) for k, v in attrs.items()}
+
+    def opt(name, shape_tail=None, dtype=None):
+        if name not in f:
+            return None
+        d = f[name]
+        if d.shape[0] < n or (shape_tail is not None and d.shape[1:] != shape_tail):
+            raise DataError(f"{path}: dataset '{name}' has shape {d.shape}, inconsistent with csm {(n, m, m)}; regenerate the file")
+        return np.asarray(d[sl], dtype=dtype)
+
+    w = opt("eigenvalues", (m,), np.float64)
+    v = opt("eigenvectors", (m, m), np.complex128)
+    mic = None
+    if "mic_positions" in f:
+        mic = np.asarray(f["mic_positions"], np.float64)
+        if mic.shape != (m, 3):
+            raise DataError(f"{path}: mic_positions has shape {mic.shape}, expected ({m}, 3); regenerate the file")
+    return CsmData(csm=csm, eigenvalues=w, eigenvectors=v, loc=opt("loc", dtype=np.float64),
+                   num_sources=opt("num_sources", dtype=np.int64), strength=opt("strength", dtype=np.float64),
+                   mic_positions=mic, attrs=attrs, source_format="gan-cli")
+
+
+def _select_freq(path: Path, arr: np.ndarray, freq_index: int, what: str) -> np.ndarray:
+    """AcouPipe feature ``(F, M, M[, 1|2])`` or ``(M, M[, 1|2])`` -> one frequency line."""
+    a = np.asarray(arr)
+    if a.ndim >= 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim == 4 and a.shape[-1] == 2:  # (F, M, M, 2) [re, im]
+        a = realimag_to_complex(a)
+    if a.ndim == 3 and a.shape[-1] == 2 and a.shape[0] == a.shape[1]:  # (M, M, 2)
+        a = realimag_to_complex(a)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3 or a.shape[1] != a.shape[2]:
+        raise DataError(f"{path}: feature '{what}' has shape {np.shape(arr)}, expected (F, M, M); the file is not an AcouPipe CSM file")
+    if not 0 <= freq_index < a.shape[0]:
+        raise DataError(f"{path}: freq_index={freq_index} is out of range for {a.shape[0]} frequency line(s); set dataset.freq_index in [0, {a.shape[0] - 1}]")
+    return a[freq_index]
+
+
+def _read_acoupipe_h5(path: Path, f, groups: list[str], freq_index: int, limit: int | None) -> CsmData:
+    if limit is not None:
+        groups = groups[: int(limit)]
+    csms, locs, strengths = [], [], []
+    for g in groups:
+        grp = f[g]
+        if "csmtriu" in grp:
+            csms.append(csmtriu_to_csm(_select_freq(path, grp["csmtriu"][()], freq_index, "csmtriu")))
+        elif "csm" in grp:
+            c = _select_freq(path, grp["csm"][()], freq_index, "csm")
+            csms.append(c if np.iscomplexobj(c) else c.astype(np.complex128))
+        else:
+            raise DataError(f"{path}: AcouPipe sample group '{g}' has no 'csmtriu' or 'csm' dataset; generate AcouPipe data with features csmtriu")
+        if "loc" in grp:
+            loc = np.asarray(grp["loc"][()], np.float64)
+            locs.append(loc.T if loc.ndim == 2 and loc.shape[0] in (2, 3) else loc)
+        else:
+            locs.append(None)
+        if "source_strength_analytic" in grp:
+            s = np.asarray(grp["source_strength_analytic"][()], np.float64)
+            strengths.append(s[freq_index] if s.ndim == 2 else s)
+        else:
+            strengths.append(None)
+    m = {c.shape[-1] for c in csms}
+    if len(m) != 1:
+        raise DataError(f"{path}: AcouPipe samples have different microphone counts {sorted(m)}; use a file from one array")
+    csm = np.stack(csms).astype(np.complex128)
+    loc_arr = num = strength = None
+    if all(x is not None for x in locs):
+        jmax = max(x.shape[0] for x in locs)
+        loc_arr = np.full((len(locs), jmax, 3), np.nan)
+        for i, x in enumerate(locs):
+            loc_arr[i, : x.shape[0], : x.shape[1]] = x
+            if x.shape[1] == 2:
+                loc_arr[i, : x.shape[0], 2] = np.nan
+        num = np.array([x.shape[0] for x in locs])
+    if all(x is not None for x in strengths):
+        jmax = max(np.atleast_1d(x).shape[0] for x in strengths)
+        strength = np.full((len(strengths), jmax), np.nan)
+        for i, x in enumerate(strengths):
+            x = np.atleast_1d(x)
+            strength[i, : x.shape[0]] = x
+    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    return CsmData(csm=csm, loc=loc_arr, num_sources=num, strength=strength, attrs=attrs, source_format="acoupipe-h5")
+
+
+def _read_tfrecord(path: Path, freq_index: int, num_mics_hint: int | None, limit: int | None) -> CsmData:
+    import tensorflow as tf
+
+    ds = tf.data.TFRecordDataset(str(path))
+    if limit is not None:
+        ds = ds.take(int(limit))
+    csms = []
+    for i, raw in enumerate(ds):
+        ex = tf.train.Example()
+        ex.ParseFromString(raw.numpy())
+        feats = ex.features.feature
+        if "csmtriu" not in feats:
+            raise DataError(f"{path}: TFRecord example {i} has no 'csmtriu' feature (has {sorted(feats.keys())[:6]}); write AcouPipe TFRecords with feature csmtriu")
+        vals = np.asarray(feats["csmtriu"].float_list.value, np.float64)
+        shape = None
+        if "csmtriu_shape" in feats:
+            shape = tuple(int(s) for s in feats["csmtriu_shape"].int64_list.value)
+        csms.append(csmtriu_to_csm(_select_freq(path, _tf_shape(path, vals, shape, num_mics_hint), freq_index, "csmtriu")))
+    if not csms:
+        raise DataError(f"{path} holds no TFRecord examples; regenerate the file")
+    return CsmData(csm=np.stack(csms), source_format="acoupipe-tfrecord")
+
+
+def _tf_shape(path: Path, vals: np.ndarray, shape: tuple[int, ...] | None, m_hint: int | None) -> np.ndarray:
+    """Reshape a flat csmtriu float list: explicit shape, ``M*M`` (e.g. (64,64,1)) or ``F*M*M``."""
+    n = vals.size
+    if shape is not None:
+        if int(np.prod(shape)) != n:
+            raise DataError(f"{path}: csmtriu_shape {shape} does not match {n} values; the file is corrupt")
+        return vals.reshape(shape)
+    m = int(round(np.sqrt(n)))
+    if m >= 2 and m * m == n:
+        return vals.reshape(m, m)
+    if m_hint and n % (m_hint * m_hint) == 0:
+        return vals.reshape(n // (m_hint * m_hint), m_hint, m_hint)
+    raise DataError(f"{path}: csmtriu feature has {n} values, not M*M nor F*M*M for M={m_hint}; set dataset.array to the recording array")

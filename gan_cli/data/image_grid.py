@@ -1,0 +1,75 @@
+"""Writing generated images: ``.png`` grids and ``.npy`` arrays (headless, no pyplot state)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gan_cli.errors import UserError
+
+if TYPE_CHECKING:
+    from gan_cli.data.images import ImageDataset
+
+
+def image_grid(x: np.ndarray, cols: int | None = None, pad: int = 1) -> np.ndarray:
+    """Tile ``(N, H, W, C)`` images in [-1, 1] into one ``(rows*(H+pad)+pad, cols*(W+pad)+pad, C)`` array in [0, 1].
+
+    Padding is mid-grey so black and white digits both stand out.
+    """
+    x = np.clip((np.asarray(x, dtype=np.float32) + 1.0) * 0.5, 0.0, 1.0)
+    n, h, w, c = x.shape
+    cols = cols or max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 0.5, dtype=np.float32)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + k * (w + pad)
+        grid[top:top + h, left:left + w] = x[i]
+    return grid
+
+
+def write_png_grid(x: np.ndarray, path: Path, labels: np.ndarray | None = None,
+                   class_names: list[str] | None = None) -> None:
+    """Save model-space images ``(N, H, W, C)`` in [-1, 1] as a PNG grid; labels (``(N,)`` int) drawn as small captions."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n, h, w, c = x.shape
+    cols = max(1, math.ceil(math.sqrt(n)))
+    grid = image_grid(x, cols=cols)
+    # ~0.6 inch per cell, at most ~16 inches wide; at least 1 screen pixel per image pixel.
+    cell_in = min(0.6 * max(h, w) / 8, 16.0 / cols) if max(h, w) < 64 else min(1.2, 16.0 / cols)
+    rows = math.ceil(n / cols)
+    dpi = max(100, int(math.ceil(max(h, w) / cell_in)))
+    fig = Figure(figsize=(cols * cell_in, rows * cell_in), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(grid[..., 0] if c == 1 else grid, cmap="gray" if c == 1 else None, vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.set_axis_off()
+    if labels is not None:
+        for i, lab in enumerate(np.asarray(labels).reshape(-1)[:n]):
+            r, k = divmod(i, cols)
+            name = class_names[int(lab)] if class_names and 0 <= int(lab) < len(class_names) else str(int(lab))
+            ax.text(1 + k * (w + 1), 1 + r * (h + 1), name, color="yellow", fontsize=6, va="top", ha="left",
+                    bbox=dict(facecolor="black", alpha=0.5, pad=0.5, linewidth=0))
+    fig.savefig(path, dpi=dpi)
+
+
+def write_image_samples(data: "ImageDataset", x: np.ndarray, labels: np.ndarray | None, path: Path) -> None:
+    """``.png`` -> grid; ``.npy`` -> ``data.to_user_space(x)`` (original pixel range, (N,H,W) for 1 channel)."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(data.sample_shape):
+        raise ValueError(f"expected images of shape (N, {', '.join(map(str, data.sample_shape))}), got {x.shape}")
+    suffix = path.suffix.lower()
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".png":
+        write_png_grid(x, path, labels, getattr(data, "class_names", None))
+    elif suffix == ".npy":
+        np.save(path, data.to_user_space(x))
+    else:
+        raise UserError(f"cannot write {path.name}: image datasets write .png grids or .npy arrays; use -o FILE.png or -o FILE.npy")

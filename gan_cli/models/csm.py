@@ -1,0 +1,155 @@
+"""Seed-000 GAN for CSM eigenvectors: MLP generator, small conv critic, output transform.
+
+Generator: ``z (B, latent_dim)`` -> [Dense h -> norm -> activation] for h in ``hidden`` ->
+Dense ``prod(sample_shape)`` -> Reshape ``sample_shape`` -> ``data.output_transform()``.
+Critic: ``x (B, M, M, C)`` -> [Conv2D f, stride s -> LeakyReLU] for f in ``filters`` ->
+GlobalMaxPool -> Dense 1 (linear logits ``(B, 1)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from gan_cli.errors import ConfigError
+
+
+@keras.saving.register_keras_serializable(package="gan_cli")
+class CsmOutputTransform(keras.layers.Layer):
+    """Maps the generator's raw output to a valid sample of the CSM representation.
+
+    Input/output ``(B, M, M, C)`` float32, channels [Re, Im] (+ eigenvalue channel for
+    ``eigmode``); axis 1 = microphone, axis 2 = eigenvector (column) index.
+
+    * ``eigenvectors`` / ``eigmode``: every column divided by its Euclidean norm (unit length;
+      ``orthonormal=True``: complex QR instead, so the columns form a unitary matrix); with
+      ``canonical_phase`` each column is then rotated so its ``reference_mic`` entry is real
+      and >= 0, as in the real data.
+    * ``eigmode``: the eigenvalue channel ``s`` (dB re the largest / 100, see data/csm.py) is
+      made non-increasing with ``s_0 = 0``: ``s_j = -sum_{k=1..j} softplus(u_k)`` with ``u``
+      the raw channel averaged over rows, then broadcast to every row.
+    * ``csm``: Hermitian part ``(X + X^H) / 2``.
+    """
+
+    def __init__(self, representation: str = "eigenvectors", reference_mic: int = 0, orthonormal: bool = False,
+                 canonical_phase: bool = True, eps: float = 1e-6, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.representation = representation
+        self.reference_mic = int(reference_mic)
+        self.orthonormal = bool(orthonormal)
+        self.canonical_phase = bool(canonical_phase)
+        self.eps = float(eps)
+
+    def call(self, x):
+        re, im = x[..., 0], x[..., 1]
+        if self.representation == "csm":
+            re_t = ops.transpose(re, (0, 2, 1))
+            im_t = ops.transpose(im, (0, 2, 1))
+            return ops.stack([0.5 * (re + re_t), 0.5 * (im - im_t)], axis=-1)
+        if self.orthonormal:
+            import tensorflow as tf
+
+            q, _ = tf.linalg.qr(tf.complex(re, im))
+            re, im = tf.math.real(q), tf.math.imag(q)
+        else:
+            norm = ops.sqrt(ops.sum(re * re + im * im, axis=1, keepdims=True) + self.eps ** 2)
+            re, im = re / norm, im / norm
+        if self.canonical_phase:
+            # multiply column j by conj(v_rj) / |v_rj| (a unit phase): (re + i im)(a - i b) / |.|
+            a = re[:, self.reference_mic : self.reference_mic + 1, :]
+            b = im[:, self.reference_mic : self.reference_mic + 1, :]
+            mag = ops.sqrt(a * a + b * b + self.eps ** 2)
+            re, im = (re * a + im * b) / mag, (im * a - re * b) / mag
+        chans = [re, im]
+        if self.representation == "eigmode":
+            u = ops.mean(x[..., 2], axis=1)                              # (B, M)
+            dec = ops.softplus(u[:, 1:])                                 # positive decrements
+            s = ops.concatenate([ops.zeros_like(u[:, :1]), -ops.cumsum(dec, axis=1)], axis=1)
+            chans.append(ops.broadcast_to(s[:, None, :], ops.shape(re)))
+        return ops.stack(chans, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        cfg = super().get_config()
+        cfg.update(representation=self.representation, reference_mic=self.reference_mic,
+                   orthonormal=self.orthonormal, canonical_phase=self.canonical_phase, eps=self.eps)
+        return cfg
+
+
+def _get(cfg: Any, key: str, default: Any) -> Any:
+    if cfg is None:
+        return default
+    try:
+        val = cfg.get(key, default)
+    except AttributeError:
+        val = getattr(cfg, key, default)
+    return default if val is None else val
+
+
+def _norm_layer(kind: str, name: str):
+    if kind == "layer":
+        return keras.layers.LayerNormalization(name=name)
+    if kind == "batch":
+        return keras.layers.BatchNormalization(name=name)
+    if kind in ("none", "", None):
+        return None
+    raise ConfigError(f"model.generator.norm={kind!r} is invalid; use layer, batch or none")
+
+
+def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) -> tuple[keras.Model, keras.Model]:
+    """Generator and critic for ``data.sample_shape`` ``(M, M, C)`` (see module docstring).
+
+    ``cfg``: the ``model`` config node (``conf/model/csm_mlp.yaml``); missing keys take the
+    seed defaults. Raises ConfigError when ``conditional`` (CSM data has no labels).
+    """
+    if conditional:
+        raise ConfigError("model csm_mlp is unconditional (CSM data has no labels); set conditional=false")
+    shape = tuple(int(s) for s in data.sample_shape)
+    if len(shape) != 3:
+        raise ConfigError(f"model csm_mlp needs (M, M, C) samples, got {shape}; use dataset=csm")
+    gcfg = _get(cfg, "generator", {})
+    dcfg = _get(cfg, "discriminator", {})
+    hidden = list(_get(gcfg, "hidden", [512, 1024]))
+    norm = _get(gcfg, "norm", "layer")
+    act = _get(gcfg, "activation", "leaky_relu")
+    filters = list(_get(dcfg, "filters", [64, 128]))
+    kernel = int(_get(dcfg, "kernel_size", 3))
+    strides = int(_get(dcfg, "strides", 2))
+    slope = float(_get(dcfg, "negative_slope", 0.2))
+    dropout = float(_get(dcfg, "dropout", 0.0))
+    if not hidden or not filters or any(int(h) < 1 for h in hidden + filters):
+        raise ConfigError("model.generator.hidden and model.discriminator.filters must be non-empty lists of positive ints")
+
+    z = keras.Input((int(latent_dim),), name="z")
+    h = z
+    for i, units in enumerate(hidden):
+        h = keras.layers.Dense(int(units), name=f"g_dense{i}")(h)
+        nl = _norm_layer(norm, f"g_norm{i}")
+        if nl is not None:
+            h = nl(h)
+        h = keras.layers.Activation(act, name=f"g_act{i}")(h)
+    size = 1
+    for s in shape:
+        size *= s
+    h = keras.layers.Dense(size, name="g_out")(h)
+    out = keras.layers.Reshape(shape, name="g_reshape")(h)
+    transform = data.output_transform()
+    if transform is not None:
+        out = transform(out)
+    generator = keras.Model(z, out, name="csm_generator")
+
+    x = keras.Input(shape, name="x")
+    h = x
+    for i, f in enumerate(filters):
+        h = keras.layers.Conv2D(int(f), kernel, strides=strides, padding="same", name=f"d_conv{i}")(h)
+        h = keras.layers.LeakyReLU(negative_slope=slope, name=f"d_lrelu{i}")(h)
+    h = keras.layers.GlobalMaxPooling2D(name="d_pool")(h)
+    if dropout > 0:
+        h = keras.layers.Dropout(dropout, name="d_dropout")(h)
+    logits = keras.layers.Dense(1, name="d_logits")(h)
+    critic = keras.Model(x, logits, name="csm_critic")
+    return generator, critic
