@@ -247,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output HDF5 file")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.add_argument("overrides", nargs="*", help="dataset overrides, e.g. dataset.array=minidsp_uma-16")
+    parser.data_parser = p
     return parser
 
 
@@ -256,7 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "train":
             return cmd_train(argv[1:])
-        args = parser.parse_args(argv)
+        if argv and argv[0] == "data":
+            # overrides may follow -o: parse the subcommand's arguments intermixed
+            args = parser.data_parser.parse_intermixed_args(argv[1:])
+            args.command = "data"
+        else:
+            args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return 0

@@ -3,7 +3,7 @@
 ``validate(cfg)`` checks types, ranges and cross-field rules of the composed config
 without importing TensorFlow or building data; ``resolve(cfg, data)`` fills the
 ``auto``/null recommendations (model from the dataset kind, optimizer and n_critic from
-the loss, latent size from the dataset) and returns a fully concrete config.
+the loss, latent size and run length from the dataset) and returns a fully concrete config.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ LOSS_NAMES = ("gan", "nsgan", "mlgan", "lsgan", "wgan", "wgan_gp", "hinge")
 
 # key -> (type, minimum, allow null)
 TRAIN_SCHEMA: dict[str, tuple[type, float | None, bool]] = {
-    "steps": (int, 1, False),
-    "batch_size": (int, 1, False),
+    "steps": (int, 1, True),
+    "batch_size": (int, 1, True),
     "n_critic": (int, 1, True),
     "n_gen": (int, 1, False),
     "seed": (int, 0, False),
-    "eval_every": (int, 1, False),
-    "checkpoint_every": (int, 1, False),
+    "eval_every": (int, 1, True),
+    "checkpoint_every": (int, 1, True),
     "keep_checkpoints": (int, 1, False),
     "steps_per_execution": (int, 1, False),
     "jit_compile": (bool, None, False),
@@ -158,6 +158,9 @@ def resolve(cfg: DictConfig, data) -> DictConfig:
             cfg.optimizer = OmegaConf.load(conf_dir() / "optimizer" / f"{choice}.yaml")
         if cfg.train.n_critic is None:
             cfg.train.n_critic = int(cfg.loss.get("default_n_critic", 1))
+        for key, value in data.default_train.items():  # steps, batch_size, eval_every, checkpoint_every
+            if cfg.train.get(key) is None:
+                cfg.train[key] = int(value)
         if cfg.latent.dim is None:
             cfg.latent.dim = int(data.default_latent_dim)
     from gan_cli.optimizers import validate_optimizer

@@ -40,6 +40,8 @@ class GanDataset(abc.ABC):
     # Recommended settings used when the config says ``model=auto`` / ``latent.dim=null``.
     default_model: str = "mlp"
     default_latent_dim: int = 2
+    # Run length for ``train.steps`` / ``batch_size`` / ``eval_every`` / ``checkpoint_every`` = null.
+    default_train: dict[str, int] = {"steps": 2000, "batch_size": 256, "eval_every": 500, "checkpoint_every": 1000}
 
     @abc.abstractmethod
     def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
@@ -64,6 +66,7 @@ class GanDataset(abc.ABC):
         y_t = None if y is None else tf.constant(y, dtype=tf.int32)
         shape = (batches_per_step, batch_size)
 
+        @tf.autograph.experimental.do_not_convert  # plain tensor code: nothing for AutoGraph to convert
         def draw(step):
             idx = tf.random.stateless_uniform(
                 shape, seed=tf.stack([tf.cast(seed, tf.int64), step]), minval=0, maxval=n, dtype=tf.int64
