@@ -11,12 +11,17 @@ descending eigenvalue order, eigenvectors phase-canonical at the reference mic):
 * ``csm``: ``(M, M, 2)`` = [Re C, Im C] of the normalised CSM.
 
 Every CSM is first divided by its reference-mic autopower ``C[ref, ref]``.
+
+Files whose model-space array (``N * prod(sample_shape) * 4`` bytes) exceeds
+``dataset.max_in_memory_mb`` are *streamed* (HDF5 only): ``tf_dataset`` reads them in
+contiguous chunks, and statistics come from the first ``STREAM_STATS`` samples.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +34,21 @@ REPRESENTATIONS = ("eigenvectors", "eigmode", "csm")
 EIG_DB_SCALE = 100.0     # dB per unit of the eigmode eigenvalue channel
 EIG_DB_FLOOR = -120.0    # eigenvalues below lambda_0 * 1e-12 are clipped there
 CACHE_VERSION = 1        # bump when the simulator changes its output
+STREAM_CHUNK = 256       # samples per contiguous read when streaming
+STREAM_BUFFER = 10_000   # shuffle-buffer samples when streaming (capped at max_in_memory_mb / 4)
+STREAM_STATS = 10_000    # leading samples the statistics (mean spectrum) come from when streaming
 
 
 class CsmDataset(GanDataset):
     """CSMs from ``path`` (gan-cli HDF5, AcouPipe HDF5 or AcouPipe TFRecord) or simulated.
 
     Constructor keywords are exactly the keys of ``conf/dataset/csm.yaml``; see there and
-    ``docs/csm.md``. Data is loaded (or simulated into the cache) on first use.
+    the README (section "CSM data"). Data is loaded (or simulated into the cache) on first use.
+
+    A file whose model-space array exceeds ``max_in_memory_mb`` MiB is streamed
+    (``self.streaming``): ``tf_dataset``, ``real_samples``, ``evaluator`` and the decoders work
+    from partial reads, ``arrays()`` raises DataError, and ``mean_spectrum`` is the mean over
+    the first ``stream_stats`` samples instead of all of them.
     """
 
     kind = "csm"
@@ -45,6 +58,10 @@ class CsmDataset(GanDataset):
     num_classes = 0
     # seed 000's batch 64; a run short enough for the main job to finish in minutes on 2 CPU cores
     default_train = {"steps": 300, "batch_size": 64, "eval_every": 100, "checkpoint_every": 300}
+    # streaming knobs (class attributes so tests can shrink them)
+    stream_chunk = STREAM_CHUNK
+    stream_buffer = STREAM_BUFFER
+    stream_stats = STREAM_STATS
 
     def __init__(self, name: str = "csm", path: str | None = None, array: str = "tub_vogel64",
                  aperture: float | None = 1.0, helmholtz: float = 4.0625, frequency: float | None = None,
@@ -52,7 +69,7 @@ class CsmDataset(GanDataset):
                  max_sources: int = 10, reference_mic: int | None = None, seed: int = 0,
                  representation: str = "eigenvectors", freq_index: int = 0, max_samples: int | None = None,
                  orthonormal: bool = False, canonical_phase: bool = True, eval_beamform: int = 32,
-                 eval_grid: int = 21):
+                 eval_grid: int = 21, max_in_memory_mb: float | None = 2048):
         from gan_cli.data.csm_sim import SimParams
 
         self.name = name
@@ -64,6 +81,13 @@ class CsmDataset(GanDataset):
             raise ConfigError(f"dataset.max_samples={max_samples} must be >= 1 or null (all)")
         if not 0 <= eval_beamform <= 1024 or eval_grid < 3:
             raise ConfigError("dataset.eval_beamform must be in [0, 1024] and dataset.eval_grid >= 3")
+        if max_in_memory_mb is not None:
+            try:
+                max_in_memory_mb = float(max_in_memory_mb)
+            except (TypeError, ValueError):
+                max_in_memory_mb = -1.0
+            if not max_in_memory_mb > 0:
+                raise ConfigError("dataset.max_in_memory_mb must be a number > 0 (MiB) or null (never stream)")
         self.path = None if path in (None, "", "null") else Path(str(path)).expanduser()
         self.params = SimParams(array=str(array), aperture=aperture, helmholtz=float(helmholtz),
                                 frequency=None if frequency is None else float(frequency), c=float(c),
@@ -79,6 +103,8 @@ class CsmDataset(GanDataset):
         self.canonical_phase = bool(canonical_phase)
         self.eval_beamform = int(eval_beamform)
         self.eval_grid = int(eval_grid)
+        self.max_in_memory_mb = max_in_memory_mb
+        self._streaming = False
         self._loaded = False
 
     # ------------------------------------------------------------------ loading
@@ -102,8 +128,8 @@ class CsmDataset(GanDataset):
     def _load(self) -> None:
         if self._loaded:
             return
-        from gan_cli.data.csm_io import canonical_eig, read_csm_file
-        from gan_cli.data.csm_sim import array_aperture, load_mic_positions
+        from gan_cli.data.csm_io import csm_file_info
+        from gan_cli.data.csm_sim import load_mic_positions
 
         file = self._ensure_file()
         m_hint = None
@@ -114,18 +140,70 @@ class CsmDataset(GanDataset):
             if self.path is None:
                 raise
             geom = None
+        # decide from the shapes alone (no data read) whether the model-space array fits
+        info = csm_file_info(file, freq_index=self.freq_index, num_mics_hint=m_hint, limit=self.max_samples)
+        m = info.num_mics
+        self.model_space_mb = info.num_samples * m * m * (3 if self.representation == "eigmode" else 2) * 4 / 2 ** 20
+        streaming = self.max_in_memory_mb is not None and self.model_space_mb > self.max_in_memory_mb
+        if streaming and info.source_format == "acoupipe-tfrecord":
+            raise DataError(f"{file} is a TFRecord file of ~{self.model_space_mb:.0f} MiB in model space, more than "
+                            f"dataset.max_in_memory_mb={self.max_in_memory_mb:g}, and only HDF5 files can be streamed; "
+                            "convert it to HDF5 (AcouPipe or `gan data csm` layout) or raise dataset.max_in_memory_mb")
+        if streaming:
+            self._load_streaming(file, geom)
+        else:
+            self._load_memory(file, geom, m_hint)
+        self._streaming = streaming
+        self._loaded = True
+
+    @property
+    def streaming(self) -> bool:
+        """True when the file is too large for ``max_in_memory_mb`` and is streamed (loads metadata)."""
+        self._load()
+        return self._streaming
+
+    def _load_memory(self, file: Path, geom: np.ndarray | None, m_hint: int | None) -> None:
+        """Read the whole file and encode it into ``self._x``."""
+        from gan_cli.data.csm_io import read_csm_file
+
         d = read_csm_file(file, freq_index=self.freq_index, num_mics_hint=m_hint, limit=self.max_samples)
-        n, m = d.csm.shape[0], d.csm.shape[-1]
-        ref = d.attrs.get("reference_mic", self.params.reference_mic)
+        self._set_metadata(file, d.attrs, d.mic_positions, d.csm.shape[-1], geom)
+        self._x, lam = self._prepare(d)
+        self.num_samples = int(self._x.shape[0])
+        self.mean_spectrum = np.maximum(lam, 0).mean(0)   # (M,) normalised mean eigenvalues
+
+    def _load_streaming(self, file: Path, geom: np.ndarray | None) -> None:
+        """Metadata from the file's attributes, statistics from its first ``stream_stats`` samples."""
+        from gan_cli.data.csm_io import CsmReader
+
+        with CsmReader(file, freq_index=self.freq_index, limit=self.max_samples) as rd:
+            self._set_metadata(file, rd.attrs, rd.mic_positions, rd.num_mics, geom)
+            self.num_samples = rd.num_samples
+            total, count = np.zeros(rd.num_mics), 0
+            chunk = max(1, int(self.stream_chunk))
+            for start in range(0, min(rd.num_samples, max(1, int(self.stream_stats))), chunk):
+                stop = min(start + chunk, rd.num_samples, max(1, int(self.stream_stats)))
+                _, lam = self._prepare(rd.read(slice(start, stop)))
+                total += np.maximum(lam, 0).sum(0)
+                count += lam.shape[0]
+        self.mean_spectrum = total / count                 # (M,) normalised mean eigenvalues
+        self._x = None
+
+    def _set_metadata(self, file: Path, attrs: dict, mic_positions: np.ndarray | None, m: int,
+                      geom: np.ndarray | None) -> None:
+        """Reference mic, geometry, speed of sound and frequency (file attributes, else the config)."""
+        from gan_cli.data.csm_sim import array_aperture
+
+        ref = attrs.get("reference_mic", self.params.reference_mic)
         ref = m - 1 if ref is None else int(ref)
         if not 0 <= ref < m:
             raise ConfigError(f"dataset.reference_mic={ref} is out of range for the {m} microphones in {file}; use 0..{m - 1} or null")
         self.reference_mic = ref
         # geometry and frequency: from the file when stored, else from the config
-        self.mic_positions = d.mic_positions if d.mic_positions is not None else (geom if geom is not None and geom.shape[0] == m else None)
-        self.c = float(d.attrs.get("c", self.params.c))
-        if "frequency" in d.attrs and d.attrs["frequency"] is not None:
-            self.frequency = float(d.attrs["frequency"])
+        self.mic_positions = mic_positions if mic_positions is not None else (geom if geom is not None and geom.shape[0] == m else None)
+        self.c = float(attrs.get("c", self.params.c))
+        if "frequency" in attrs and attrs["frequency"] is not None:
+            self.frequency = float(attrs["frequency"])
         elif self.params.frequency is not None:
             self.frequency = float(self.params.frequency)
         elif self.mic_positions is not None:
@@ -134,22 +212,39 @@ class CsmDataset(GanDataset):
             self.frequency = None
         self.aperture = array_aperture(self.mic_positions) if self.mic_positions is not None else None
         self.file = file
-        self.attrs = d.attrs
+        self.attrs = attrs
         self.num_mics = m
 
-        # normalise by the reference-mic autopower
+    def _prepare(self, d, drop_bad: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """CsmData -> (model space float32 ``(n, *sample_shape)``, normalised eigenvalues ``(n, M)``).
+
+        Normalises by the reference-mic autopower and uses the stored canonical
+        eigendecomposition when the file has one, else ``canonical_eig``. Samples with a
+        non-positive or non-finite reference autopower raise DataError, or are dropped with
+        ``drop_bad`` (streaming, where raising would abort training mid-run).
+        """
+        from gan_cli.data.csm_io import canonical_eig
+
+        ref, n = self.reference_mic, d.csm.shape[0]
         pref = d.csm[:, ref, ref].real
         bad = ~(np.isfinite(pref) & (pref > 0))
         if bad.any():
-            raise DataError(f"{file}: {int(bad.sum())} of {n} CSMs have a non-positive or non-finite autopower at reference mic {ref}; fix the data or set dataset.reference_mic")
+            if not drop_bad:
+                raise DataError(f"{self.file}: {int(bad.sum())} of {n} CSMs have a non-positive or non-finite autopower at reference mic {ref}; fix the data or set dataset.reference_mic")
+            if not getattr(self, "_warned_bad", False):
+                print(f"gan-cli: warning: skipping CSMs with a non-positive or non-finite autopower at reference mic {ref} in {self.file}",
+                      file=sys.stderr)
+                self._warned_bad = True
+            keep = ~bad
+            d = type(d)(csm=d.csm[keep], eigenvalues=None if d.eigenvalues is None else d.eigenvalues[keep],
+                        eigenvectors=None if d.eigenvectors is None else d.eigenvectors[keep])
+            pref = pref[keep]
         csm_n = d.csm / pref[:, None, None]
         if d.eigenvalues is not None and d.eigenvectors is not None:
             lam, vec = d.eigenvalues / pref[:, None], d.eigenvectors
         else:
             lam, vec = canonical_eig(csm_n, ref)
-        self.mean_spectrum = np.maximum(lam, 0).mean(0)   # (M,) normalised mean eigenvalues
-        self._x = self._encode(csm_n, lam, vec)
-        self._loaded = True
+        return self._encode(csm_n, lam, vec), lam
 
     def _encode(self, csm_n: np.ndarray, lam: np.ndarray, vec: np.ndarray) -> np.ndarray:
         """Normalised CSMs + canonical eigendecomposition -> model space float32."""
@@ -177,9 +272,93 @@ class CsmDataset(GanDataset):
         return self.num_mics
 
     def arrays(self) -> tuple[np.ndarray, None]:
-        """Model-space samples ``(N, *sample_shape)`` float32 and no labels."""
+        """Model-space samples ``(N, *sample_shape)`` float32 and no labels (in-memory files only)."""
         self._load()
+        if self.streaming:
+            raise DataError(f"{self.file} is streamed ({self.num_samples} samples, {self.model_space_mb:.0f} MiB in model space > "
+                            f"dataset.max_in_memory_mb={self.max_in_memory_mb:g}), so all its samples are not in memory; "
+                            "raise dataset.max_in_memory_mb to load it whole")
         return self._x, None
+
+    def real_samples(self, n: int, seed: int) -> tuple[np.ndarray, None]:
+        """``n`` real samples (model space), drawn like the base class; streaming reads only those rows."""
+        self._load()
+        if not self.streaming:
+            return super().real_samples(n, seed)
+        rng = np.random.default_rng(seed)
+        idx = rng.choice(self.num_samples, size=n, replace=self.num_samples < n)
+        uniq, inverse = np.unique(idx, return_inverse=True)           # sorted, as h5py needs
+        return self._read_rows(uniq)[inverse], None
+
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Model-space samples at sorted unique indices ``rows``, read ``stream_chunk`` rows at a time."""
+        from gan_cli.data.csm_io import CsmReader
+
+        out = np.empty((len(rows), *self.sample_shape), np.float32)
+        chunk = max(1, int(self.stream_chunk))
+        with CsmReader(self.file, freq_index=self.freq_index, limit=self.max_samples) as rd:
+            for i in range(0, len(rows), chunk):
+                out[i:i + chunk] = self._prepare(rd.read(rows[i:i + chunk]))[0]
+        return out
+
+    def tf_dataset(self, batch_size: int, seed: int, start_step: int = 0, batches_per_step: int = 1):
+        """Infinite ``tf.data.Dataset`` of ``(batches_per_step, batch_size, *sample_shape)`` real batches.
+
+        In-memory files: the base class (stateless draws keyed on ``(seed, step)``, bit-exact resume).
+        Streamed files: a pass reads the file in contiguous chunks of ``stream_chunk`` samples in
+        a random chunk order, encodes each chunk like the in-memory path, mixes it through a
+        shuffle buffer of up to ``stream_buffer`` samples (at most a quarter of
+        ``max_in_memory_mb``), batches and repeats forever, prefetched. The stream is a pure
+        function of ``(seed, start_step)``, so the same seed gives the same stream; a resumed run
+        (``start_step > 0``) continues with a fresh, equally distributed stream rather than the
+        exact batches the uninterrupted run would have seen.
+        """
+        self._load()
+        if not self.streaming:
+            return super().tf_dataset(batch_size, seed, start_step=start_step, batches_per_step=batches_per_step)
+        import tensorflow as tf
+
+        shape = (int(batches_per_step), int(batch_size), *self.sample_shape)
+        spec = tf.TensorSpec(shape, tf.float32)
+        ds = tf.data.Dataset.from_generator(lambda: self._stream(shape, int(seed), int(start_step)), output_signature=spec)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _stream_buffer_size(self) -> int:
+        n, chunk = self.num_samples, max(1, int(self.stream_chunk))
+        sample_bytes = 4 * int(np.prod(self.sample_shape))
+        by_memory = int(self.max_in_memory_mb * 2 ** 20 / 4 / sample_bytes)
+        return min(n, max(chunk, min(int(self.stream_buffer), by_memory)))
+
+    def _stream(self, shape: tuple[int, ...], seed: int, start_step: int):
+        """Generator behind the streamed ``tf_dataset``: yields float32 arrays of ``shape``."""
+        from gan_cli.data.csm_io import CsmReader
+
+        n, chunk = self.num_samples, max(1, int(self.stream_chunk))
+        per = shape[0] * shape[1]
+        starts = np.arange(0, n, chunk)
+        cap = self._stream_buffer_size()          # >= every chunk's length
+        rng = np.random.default_rng([seed % 2 ** 63, start_step % 2 ** 63, 0x5354])
+        pool = np.empty((0, *shape[2:]), np.float32)
+        out = np.empty((0, *shape[2:]), np.float32)
+        with CsmReader(self.file, freq_index=self.freq_index, limit=self.max_samples) as rd:
+            while True:
+                produced = 0
+                for i in rng.permutation(len(starts)):
+                    x = self._prepare(rd.read(slice(starts[i], min(starts[i] + chunk, n))), drop_bad=True)[0]
+                    produced += len(x)
+                    x = x[rng.permutation(len(x))]
+                    if len(pool) < cap:                      # fill the shuffle buffer first
+                        take = cap - len(pool)
+                        pool, x = np.concatenate([pool, x[:take]]), x[take:]
+                    if len(x):                               # emit random buffer entries, replace them
+                        pos = rng.choice(len(pool), size=len(x), replace=False)
+                        out = np.concatenate([out, pool[pos]])
+                        pool[pos] = x
+                    while len(out) >= per:
+                        yield out[:per].reshape(shape)
+                        out = out[per:]
+                if produced == 0:
+                    raise DataError(f"{self.file}: no sample has a positive reference-mic autopower; fix the data or set dataset.reference_mic")
 
     def output_transform(self) -> Any:
         """Keras layer for the generator's raw ``(B, *sample_shape)`` output (see CsmOutputTransform)."""

@@ -7,8 +7,8 @@ Everything here is batched numpy; shapes use ``N`` samples and ``M`` microphones
   for ``i < j``.
 * ``canonical_eig``: eigenvalues descending, each eigenvector column rotated so that its
   reference-microphone entry is real and >= 0.
-* ``write_csm_h5`` / ``read_csm_file``: this project's HDF5 layout (documented in
-  ``docs/csm.md``), AcouPipe's per-sample-group HDF5 layout and AcouPipe TFRecords.
+* ``write_csm_h5`` / ``read_csm_file``: this project's HDF5 layout (documented in the
+  README, "HDF5 layout"), AcouPipe's per-sample-group HDF5 layout and AcouPipe TFRecords.
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def _read_h5(path: Path, freq_index: int, limit: int | None) -> CsmData:
     with f:
         if "csm" in f or "csmtriu" in f:
             if not isinstance(f.get("csm", f.get("csmtriu")), h5py.Dataset):
-                raise DataError(f"{path}: 'csm'/'csmtriu' is not a dataset; expected the gan-cli layout (see docs/csm.md)")
+                raise DataError(f"{path}: 'csm'/'csmtriu' is not a dataset; expected the gan-cli layout (see the README section 'HDF5 layout')")
             return _read_project_h5(path, f, limit)
         groups = sorted((k for k in f.keys() if k.isdigit() and isinstance(f[k], h5py.Group)), key=int)
         if groups:
@@ -290,8 +290,16 @@ def _check_square(path: Path, arr_shape: tuple[int, ...], what: str) -> None:
         raise DataError(f"{path}: dataset '{what}' holds 0 samples; regenerate the file with num_samples > 0")
 
 
-def _read_project_h5(path: Path, f, limit: int | None) -> CsmData:
-    sl = slice(None) if limit is None else slice(0, int(limit))
+def _sel_end(sel, total: int) -> int:
+    """One past the last sample index a selection (slice with step 1, or sorted index array) reads."""
+    if isinstance(sel, slice):
+        return total if sel.stop is None else min(int(sel.stop), total)
+    return int(sel[-1]) + 1 if len(sel) else 0
+
+
+def _read_project_h5(path: Path, f, limit: int | None, sel=None) -> CsmData:
+    """Samples ``sel`` (default: the first ``limit``, or all) of this project's layout."""
+    sl = sel if sel is not None else (slice(None) if limit is None else slice(0, int(limit)))
     if "csm" in f:
         _check_square(path, f["csm"].shape, "csm")
         csm = np.asarray(f["csm"][sl], dtype=np.complex128)
@@ -299,27 +307,37 @@ def _read_project_h5(path: Path, f, limit: int | None) -> CsmData:
         _check_square(path, f["csmtriu"].shape, "csmtriu")
         csm = csmtriu_to_csm(f["csmtriu"][sl])
     n, m = csm.shape[0], csm.shape[-1]
-    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-    attrs = {k: (None if isinstance(v, str) and v == "null" else v) for k, v in attrs.items()}
+    need = _sel_end(sl, f["csm" if "csm" in f else "csmtriu"].shape[0])
+    attrs = _project_attrs(f)
 
     def opt(name, shape_tail=None, dtype=None):
         if name not in f:
             return None
         d = f[name]
-        if d.shape[0] < n or (shape_tail is not None and d.shape[1:] != shape_tail):
+        if d.shape[0] < need or (shape_tail is not None and d.shape[1:] != shape_tail):
             raise DataError(f"{path}: dataset '{name}' has shape {d.shape}, inconsistent with csm {(n, m, m)}; regenerate the file")
         return np.asarray(d[sl], dtype=dtype)
 
     w = opt("eigenvalues", (m,), np.float64)
     v = opt("eigenvectors", (m, m), np.complex128)
-    mic = None
-    if "mic_positions" in f:
-        mic = np.asarray(f["mic_positions"], np.float64)
-        if mic.shape != (m, 3):
-            raise DataError(f"{path}: mic_positions has shape {mic.shape}, expected ({m}, 3); regenerate the file")
+    mic = _project_mics(path, f, m)
     return CsmData(csm=csm, eigenvalues=w, eigenvectors=v, loc=opt("loc", dtype=np.float64),
                    num_sources=opt("num_sources", dtype=np.int64), strength=opt("strength", dtype=np.float64),
                    mic_positions=mic, attrs=attrs, source_format="gan-cli")
+
+
+def _project_attrs(f) -> dict[str, Any]:
+    attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    return {k: (None if isinstance(v, str) and v == "null" else v) for k, v in attrs.items()}
+
+
+def _project_mics(path: Path, f, m: int) -> np.ndarray | None:
+    if "mic_positions" not in f:
+        return None
+    mic = np.asarray(f["mic_positions"], np.float64)
+    if mic.shape != (m, 3):
+        raise DataError(f"{path}: mic_positions has shape {mic.shape}, expected ({m}, 3); regenerate the file")
+    return mic
 
 
 def _select_freq(path: Path, arr: np.ndarray, freq_index: int, what: str) -> np.ndarray:
@@ -392,21 +410,10 @@ def _read_tfrecord(path: Path, freq_index: int, num_mics_hint: int | None, limit
     ds = tf.data.TFRecordDataset(str(path))
     if limit is not None:
         ds = ds.take(int(limit))
-    csms = []
-    for i, raw in enumerate(ds):
-        ex = tf.train.Example()
-        ex.ParseFromString(raw.numpy())
-        feats = ex.features.feature
-        if "csmtriu" not in feats:
-            raise DataError(f"{path}: TFRecord example {i} has no 'csmtriu' feature (has {sorted(feats.keys())[:6]}); write AcouPipe TFRecords with feature csmtriu")
-        vals = np.asarray(feats["csmtriu"].float_list.value, np.float64)
-        shape = None
-        if "csmtriu_shape" in feats:
-            shape = tuple(int(s) for s in feats["csmtriu_shape"].int64_list.value)
-        csms.append(csmtriu_to_csm(_select_freq(path, _tf_shape(path, vals, shape, num_mics_hint), freq_index, "csmtriu")))
-    if not csms:
+    records = [raw.numpy() for raw in ds]
+    if not records:
         raise DataError(f"{path} holds no TFRecord examples; regenerate the file")
-    return CsmData(csm=np.stack(csms), source_format="acoupipe-tfrecord")
+    return CsmData(csm=_read_tfrecord_bytes(path, records, freq_index, num_mics_hint), source_format="acoupipe-tfrecord")
 
 
 def _tf_shape(path: Path, vals: np.ndarray, shape: tuple[int, ...] | None, m_hint: int | None) -> np.ndarray:
@@ -422,3 +429,154 @@ def _tf_shape(path: Path, vals: np.ndarray, shape: tuple[int, ...] | None, m_hin
     if m_hint and n % (m_hint * m_hint) == 0:
         return vals.reshape(n // (m_hint * m_hint), m_hint, m_hint)
     raise DataError(f"{path}: csmtriu feature has {n} values, not M*M nor F*M*M for M={m_hint}; set dataset.array to the recording array")
+
+
+# --------------------------------------------------------------------------- partial reads (streaming)
+@dataclass
+class CsmFileInfo:
+    """Size of a CSM file from its shapes, without reading the data.
+
+    ``num_samples`` is exact for HDF5 and estimated from the file size and the first record
+    for TFRecord (``exact=False``); ``limit`` (``dataset.max_samples``) is already applied.
+    """
+
+    num_samples: int
+    num_mics: int
+    source_format: str
+    exact: bool = True
+
+
+def csm_file_info(path: str | os.PathLike, *, freq_index: int = 0, num_mics_hint: int | None = None,
+                  limit: int | None = None) -> CsmFileInfo:
+    """Sample count and microphone count of a CSM file (any of the three formats), cheaply."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist; check dataset.path or create one with `gan data csm -o {path.name}`")
+    if path.is_dir():
+        raise DataError(f"data path {path} is a folder; point dataset.path at a .h5 or .tfrecord file")
+    if detect_format(path) == "hdf5":
+        with CsmReader(path, freq_index=freq_index, limit=limit) as rd:
+            return CsmFileInfo(rd.num_samples, rd.num_mics, rd.source_format)
+    try:
+        import tensorflow as tf
+
+        raw = next(iter(tf.data.TFRecordDataset(str(path)).take(1)), None)
+        if raw is None:
+            raise DataError(f"{path} holds no TFRecord examples; regenerate the file")
+        raw = raw.numpy()
+        first = _read_tfrecord_bytes(path, [raw], freq_index, num_mics_hint)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise _data_error(path, exc) from exc
+    n = max(1, path.stat().st_size // (len(raw) + 16))   # 8 length + 4 + 4 CRC bytes per record
+    if limit is not None:
+        n = min(n, int(limit))
+    return CsmFileInfo(int(n), int(first.shape[-1]), "acoupipe-tfrecord", exact=False)
+
+
+def _read_tfrecord_bytes(path: Path, records, freq_index: int, num_mics_hint: int | None) -> np.ndarray:
+    """Serialised AcouPipe ``tf.train.Example`` records -> complex CSMs ``(n, M, M)``."""
+    import tensorflow as tf
+
+    csms = []
+    for i, raw in enumerate(records):
+        ex = tf.train.Example()
+        ex.ParseFromString(raw)
+        feats = ex.features.feature
+        if "csmtriu" not in feats:
+            raise DataError(f"{path}: TFRecord example {i} has no 'csmtriu' feature (has {sorted(feats.keys())[:6]}); write AcouPipe TFRecords with feature csmtriu")
+        vals = np.asarray(feats["csmtriu"].float_list.value, np.float64)
+        shape = None
+        if "csmtriu_shape" in feats:
+            shape = tuple(int(s) for s in feats["csmtriu_shape"].int64_list.value)
+        csms.append(csmtriu_to_csm(_select_freq(path, _tf_shape(path, vals, shape, num_mics_hint), freq_index, "csmtriu")))
+    return np.stack(csms)
+
+
+def _data_error(path: Path, exc: Exception) -> DataError:
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DataError(f"cannot read {path} ({type(exc).__name__}: {msg[:160]}); the file is corrupt or truncated, regenerate or re-download it")
+
+
+class CsmReader:
+    """Random access to the samples of a CSM HDF5 file (this project's or AcouPipe's layout).
+
+    Keeps the file open and reads only the samples asked for, so files larger than memory can
+    be streamed. ``read(sel)`` takes a contiguous ``slice`` (fastest) or a sorted array of
+    unique indices and returns a ``CsmData`` exactly as ``read_csm_file`` would for those
+    samples (``loc``/``strength`` padded per call). ``limit`` caps ``num_samples``.
+    Use as a context manager or call ``close()``.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, freq_index: int = 0, limit: int | None = None):
+        import h5py
+
+        self.path = path = Path(path)
+        self.freq_index = int(freq_index)
+        try:
+            self.f = f = h5py.File(path, "r")
+        except OSError as exc:
+            raise DataError(f"cannot open {path} as HDF5 ({str(exc).splitlines()[0][:120]}); the file is truncated or corrupt, regenerate it") from exc
+        try:
+            self._groups: list[str] | None = None
+            if "csm" in f or "csmtriu" in f:
+                name = "csm" if "csm" in f else "csmtriu"
+                if not isinstance(f[name], h5py.Dataset):
+                    raise DataError(f"{path}: 'csm'/'csmtriu' is not a dataset; expected the gan-cli layout (see the README section 'HDF5 layout')")
+                _check_square(path, f[name].shape, name)
+                total, self.num_mics = int(f[name].shape[0]), int(f[name].shape[-1])
+                self.source_format = "gan-cli"
+                self.attrs = _project_attrs(f)
+                self.mic_positions = _project_mics(path, f, self.num_mics)
+            else:
+                groups = sorted((k for k in f.keys() if k.isdigit() and isinstance(f[k], h5py.Group)), key=int)
+                if not groups:
+                    raise DataError(f"{path} holds no CSM data (no 'csm'/'csmtriu' dataset and no AcouPipe sample groups '0','1',...); "
+                                    "create one with `gan data csm -o FILE.h5`")
+                self._groups = groups
+                total = len(groups)
+                self.num_mics = int(self._read(slice(0, 1)).csm.shape[-1])
+                self.source_format = "acoupipe-h5"
+                self.attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+                self.mic_positions = None
+        except DataError:
+            f.close()
+            raise
+        except Exception as exc:  # h5py raises many types for corrupt files
+            f.close()
+            raise _data_error(path, exc) from exc
+        self.num_samples = total if limit is None else min(total, int(limit))
+
+    def read(self, sel) -> CsmData:
+        """Samples ``sel``: ``slice(start, stop)`` or sorted unique indices, all < ``num_samples``."""
+        if not isinstance(sel, slice):
+            sel = np.asarray(sel, dtype=np.int64)
+            if sel.ndim != 1 or (sel.size and (sel[0] < 0 or sel[-1] >= self.num_samples or np.any(np.diff(sel) <= 0))):
+                raise ValueError("CsmReader.read: indices must be sorted, unique and in [0, num_samples)")
+        else:
+            start, stop, step = sel.indices(self.num_samples)
+            if step != 1 or stop <= start:
+                raise ValueError(f"CsmReader.read: need a non-empty slice with step 1, got {sel}")
+            sel = slice(start, stop)
+        try:
+            return self._read(sel)
+        except DataError:
+            raise
+        except Exception as exc:
+            raise _data_error(self.path, exc) from exc
+
+    def _read(self, sel) -> CsmData:
+        if self._groups is None:
+            return _read_project_h5(self.path, self.f, None, sel)
+        groups = self._groups[sel] if isinstance(sel, slice) else [self._groups[i] for i in sel]
+        return _read_acoupipe_h5(self.path, self.f, groups, self.freq_index, None)
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self) -> "CsmReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
