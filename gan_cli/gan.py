@@ -118,10 +118,10 @@ class GAN(keras.Model):
         return g_loss
 
     def train_step(self, data):
-        if self.conditional:
-            x_all, y_all = data
-        else:
-            x_all, y_all = data, None
+        # labelled data arrives as (x, y); an unconditional model ignores the labels
+        x_all, y_all = data if isinstance(data, (tuple, list)) else (data, None)
+        if not self.conditional:
+            y_all = None
         batch = tf.shape(x_all)[1]
         base = self.round * (self.n_critic + self.n_gen)
         d_loss = g_loss = tf.constant(0.0)

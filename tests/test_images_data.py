@@ -234,7 +234,17 @@ def test_mnist_offline_without_file(monkeypatch):
     with pytest.raises(DataError) as err:
         MnistDataset()
     msg = str(err.value)
-    assert "\n" not in msg and "~/.keras/datasets/mnist.npz" in msg and "dataset.path=" in msg
+    assert "\n" not in msg and "/datasets/mnist.npz" in msg and "dataset.path=" in msg
+    assert "Temporary failure in name resolution" in msg  # the reason, for users who are online
+
+
+def test_offline_message_names_the_keras_cache(monkeypatch, tmp_path):
+    from gan_cli.data.images import _keras_datasets_dir
+
+    monkeypatch.setattr("keras.src.backend.config.keras_home", lambda: str(tmp_path))
+    assert _keras_datasets_dir() == str(tmp_path / "datasets")
+    monkeypatch.setattr("keras.src.backend.config.keras_home", lambda: str(tmp_path / "missing"))
+    assert _keras_datasets_dir() == "/tmp/.keras/datasets"  # keras.utils.get_file's fallback
 
 
 # --------------------------------------------------------------------------- writing samples
@@ -263,3 +273,25 @@ def test_write_samples_rgb_npy_shape(tmp_path):
     assert arr.shape == (4, 8, 8, 3) and 0 <= arr.min() and arr.max() <= 255
     with Image.open(tmp_path / "rgb.png") as im:
         assert im.mode in ("RGB", "RGBA")
+
+
+def test_snapshot_grid_unconditional_and_class_rows(tmp_path, digits):
+    from gan_cli.data.image_grid import class_rows, image_grid
+
+    x, y = digits.arrays()
+    digits.write_snapshot_image(x[:150], None, tmp_path / "step_00000010")
+    with Image.open(tmp_path / "step_00000010.png") as im:
+        im.load()
+        assert im.size[0] >= 10 * 9 and im.size[1] >= 10 * 9
+    assert (tmp_path / "final.png").read_bytes() == (tmp_path / "step_00000010.png").read_bytes()
+    digits.write_snapshot_image(x[:100], y[:100], tmp_path / "step_00000020")
+    assert (tmp_path / "final.png").read_bytes() == (tmp_path / "step_00000020.png").read_bytes()
+    # one row per class: row k holds the first images labelled k, missing cells are NaN (grey)
+    labels = np.array([3, 1, 3, 3, 0])
+    cells = class_rows(x[:5], labels, 4, 2)
+    assert cells.shape == (8, 8, 8, 1)
+    assert np.array_equal(cells[0], x[4]) and np.isnan(cells[1]).all()
+    assert np.array_equal(cells[2], x[1]) and np.isnan(cells[4:6]).all()
+    assert np.array_equal(cells[6], x[0]) and np.array_equal(cells[7], x[2])
+    grid = image_grid(cells, cols=2)
+    assert grid.shape == (4 * 9 + 1, 2 * 9 + 1, 1) and np.all(grid[1 + 9:1 + 9 + 8, 1 + 9:1 + 9 + 8] == 0.5)

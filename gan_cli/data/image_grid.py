@@ -17,9 +17,11 @@ if TYPE_CHECKING:
 def image_grid(x: np.ndarray, cols: int | None = None, pad: int = 1) -> np.ndarray:
     """Tile ``(N, H, W, C)`` images in [-1, 1] into one ``(rows*(H+pad)+pad, cols*(W+pad)+pad, C)`` array in [0, 1].
 
-    Padding is mid-grey so black and white digits both stand out.
+    Padding is mid-grey so black and white digits both stand out; NaN pixels (empty cells, see
+    ``class_rows``) are drawn in the padding grey too.
     """
-    x = np.clip((np.asarray(x, dtype=np.float32) + 1.0) * 0.5, 0.0, 1.0)
+    x = np.asarray(x, dtype=np.float32)
+    x = np.clip((np.where(np.isnan(x), 0.0, x) + 1.0) * 0.5, 0.0, 1.0)
     n, h, w, c = x.shape
     cols = cols or max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / cols))
@@ -31,14 +33,35 @@ def image_grid(x: np.ndarray, cols: int | None = None, pad: int = 1) -> np.ndarr
     return grid
 
 
+def class_rows(x: np.ndarray, labels: np.ndarray, num_classes: int, cols: int) -> np.ndarray:
+    """Arrange images by class: row ``k`` holds the first ``cols`` images with label ``k``.
+
+    Returns ``(num_classes * cols, H, W, C)`` cells; missing images are NaN, drawn as empty
+    grey cells by ``image_grid``. The order inside a row follows ``x``, so a fixed
+    evaluation batch keeps every image in the same cell from one snapshot to the next.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    labels = np.asarray(labels).reshape(-1)
+    cells = np.full((num_classes * cols, *x.shape[1:]), np.nan, dtype=np.float32)
+    for k in range(num_classes):
+        idx = np.flatnonzero(labels == k)[:cols]
+        cells[k * cols:k * cols + len(idx)] = x[idx]
+    return cells
+
+
 def write_png_grid(x: np.ndarray, path: Path, labels: np.ndarray | None = None,
-                   class_names: list[str] | None = None) -> None:
-    """Save model-space images ``(N, H, W, C)`` in [-1, 1] as a PNG grid; labels (``(N,)`` int) drawn as small captions."""
+                   class_names: list[str] | None = None, cols: int | None = None,
+                   row_labels: list[str] | None = None) -> None:
+    """Save model-space images ``(N, H, W, C)`` in [-1, 1] as a PNG grid.
+
+    ``labels`` (``(N,)`` int) are drawn as small captions on every cell; ``row_labels`` (one
+    string per row) only on the first cell of each row. ``cols`` defaults to ceil(sqrt(N)).
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     n, h, w, c = x.shape
-    cols = max(1, math.ceil(math.sqrt(n)))
+    cols = max(1, int(cols)) if cols else max(1, math.ceil(math.sqrt(n)))
     grid = image_grid(x, cols=cols)
     # ~0.6 inch per cell, at most ~16 inches wide; at least 1 screen pixel per image pixel.
     cell_in = min(0.6 * max(h, w) / 8, 16.0 / cols) if max(h, w) < 64 else min(1.2, 16.0 / cols)
@@ -50,12 +73,17 @@ def write_png_grid(x: np.ndarray, path: Path, labels: np.ndarray | None = None,
     ax.imshow(grid[..., 0] if c == 1 else grid, cmap="gray" if c == 1 else None, vmin=0, vmax=1,
               interpolation="nearest")
     ax.set_axis_off()
+    captions: list[tuple[int, str]] = []
     if labels is not None:
         for i, lab in enumerate(np.asarray(labels).reshape(-1)[:n]):
-            r, k = divmod(i, cols)
             name = class_names[int(lab)] if class_names and 0 <= int(lab) < len(class_names) else str(int(lab))
-            ax.text(1 + k * (w + 1), 1 + r * (h + 1), name, color="yellow", fontsize=6, va="top", ha="left",
-                    bbox=dict(facecolor="black", alpha=0.5, pad=0.5, linewidth=0))
+            captions.append((i, name))
+    elif row_labels is not None:
+        captions = [(r * cols, str(name)) for r, name in enumerate(row_labels[:rows])]
+    for i, name in captions:
+        r, k = divmod(i, cols)
+        ax.text(1 + k * (w + 1), 1 + r * (h + 1), name, color="yellow", fontsize=6, va="top", ha="left",
+                bbox=dict(facecolor="black", alpha=0.5, pad=0.5, linewidth=0))
     fig.savefig(path, dpi=dpi)
 
 

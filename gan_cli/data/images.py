@@ -24,6 +24,7 @@ from gan_cli.data.image_files import (as_nhwc, check_labels, read_h5, read_image
                                       read_mnist_path, resize_images)
 from gan_cli.errors import ConfigError, DataError
 
+SNAPSHOT_COLS = 10  # images per row of the samples/step_XXXXXXXX.png grids
 
 def _size(image_size: Any, native: tuple[int, int]) -> tuple[int, int]:
     """``None`` -> native size; ``int`` -> square; ``[H, W]`` -> as given."""
@@ -129,6 +130,28 @@ class ImageDataset(GanDataset):
 
         write_image_samples(self, x, labels, Path(path))
 
+    def write_snapshot_image(self, x: np.ndarray, labels: np.ndarray | None, path: Path) -> None:
+        """The PNG grid of one evaluation: ``path`` + ``.png`` (``path`` is ``samples/step_XXXXXXXX``).
+
+        ``x`` is the fixed evaluation batch (model space, ``(n, H, W, C)``) and ``labels`` its classes
+        (conditional runs) or None. Unconditional: the first 100 images, 10 per row. Conditional: one
+        row per class (first ``SNAPSHOT_COLS`` images of that class in the batch). The newest grid is
+        also copied to ``samples/final.png`` (after training: the final model's grid).
+        """
+        import shutil
+
+        from gan_cli.data.image_grid import class_rows, write_png_grid
+
+        path = Path(path)
+        png = path.with_name(path.name + ".png")
+        x = np.asarray(x, dtype=np.float32)
+        if labels is not None and self.num_classes >= 2:
+            cells = class_rows(x, np.asarray(labels), self.num_classes, SNAPSHOT_COLS)
+            write_png_grid(cells, png, cols=SNAPSHOT_COLS, row_labels=list(self.class_names[:self.num_classes]))
+        else:
+            write_png_grid(x[:SNAPSHOT_COLS * SNAPSHOT_COLS], png, cols=SNAPSHOT_COLS)
+        shutil.copyfile(png, png.with_name("final.png"))
+
     def describe(self) -> str:
         """One line for ``gan data`` style listings."""
         h, w, c = self.sample_shape
@@ -186,14 +209,33 @@ class MnistDataset(ImageDataset):
         import keras
 
         module = getattr(keras.datasets, variant)
-        fname = "mnist.npz" if variant == "mnist" else "fashion-mnist/"
+        fname = "mnist.npz" if variant == "mnist" else "fashion-mnist/ (the 4 .gz IDX files)"
         try:
             (x_tr, y_tr), (x_te, y_te) = module.load_data()
         except Exception as exc:  # no internet: URLError, HTTPError, OSError, ...
+            reason = " ".join(str(exc).split())[:120] or type(exc).__name__
             raise DataError(
-                f"cannot load {variant} ({type(exc).__name__}: offline?); download it once to ~/.keras/datasets/{fname} "
+                f"cannot load {variant} ({reason}; offline?): download it once to {_keras_datasets_dir()}/{fname} "
                 f"or set dataset.path=/path/to/mnist.npz (or a folder with the IDX files)") from None
         return x_tr, y_tr, x_te, y_te
+
+
+def _keras_datasets_dir() -> str:
+    """Where ``keras.datasets`` looks for (and downloads) its files, with the home folder shown as ``~``."""
+    import os
+
+    try:
+        from keras.src.backend import config as keras_config  # what keras.utils.get_file uses
+
+        home = keras_config.keras_home()
+    except Exception:  # another Keras layout: its documented default
+        home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    home = os.path.expanduser(home)
+    if not os.access(home, os.W_OK):  # keras.utils.get_file's own fallback (also when the folder is missing)
+        home = os.path.join("/tmp", ".keras")
+    path = os.path.join(home, "datasets")
+    user = os.path.expanduser("~")
+    return "~" + path[len(user):] if user not in ("", "/") and path.startswith(user + os.sep) else path
 
 
 class FolderDataset(ImageDataset):
