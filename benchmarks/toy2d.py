@@ -169,6 +169,11 @@ def mean_std(values: list[float], digits: int, scale: float = 1.0) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (``taskset`` pinning shows here, not in ``os.cpu_count()``)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def build_table(args, results: list[dict]) -> str:
     head = ("| model | ring modes (of 8) | ring HQ | ring rev-KL | grid modes (of 25) | grid HQ | grid rev-KL "
             "| min/run (ring / grid) |")
@@ -217,7 +222,8 @@ def build_table(args, results: list[dict]) -> str:
                              + (" " + " ".join(o) if o else "") for r, o in args.rows)
         + (f"; every run also: {' '.join(args.extra)}" if args.extra else "")
         + (f"; train.steps={args.steps}" if args.steps is not None else "") + ".",
-        f"Machine: {platform.node()}, {os.cpu_count()} CPUs, load average at the end "
+        f"Machine: {platform.node()}, {os.cpu_count()} CPUs ({_usable_cpus()} usable by this process), "
+        f"load average at the end "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}.",
     ] + [f"Note: {n}." for n in notes]
     return "\n".join(lines + extra + foot) + "\n"

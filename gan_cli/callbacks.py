@@ -20,7 +20,26 @@ def _clean(value):
 
 
 class NonFiniteLoss(RuntimeError):
-    """A loss became NaN or infinite."""
+    """A loss or a weight became NaN or infinite.
+
+    ``step`` is the round at which it was detected and ``first_step`` the earliest round it
+    can have appeared at (the round after the last check that found it finite): losses are
+    checked after every compiled call (``train.steps_per_execution`` rounds; with 1 the step
+    is exact), weights at every block end and before every checkpoint, so no checkpoint ever
+    holds non-finite weights.
+    """
+
+    def __init__(self, what: str, step: int, first_step: int):
+        self.what, self.step, self.first_step = what, int(step), int(first_step)
+        where = (f"at step {self.step}" if self.first_step >= self.step
+                 else f"in steps {self.first_step}-{self.step}")
+        super().__init__(f"non-finite {what} {where}")
+
+
+def weights_finite(gan) -> bool:
+    """True when every generator and discriminator weight is finite (one device-side reduction)."""
+    checks = [keras.ops.all(keras.ops.isfinite(v)) for v in (*gan.generator.weights, *gan.discriminator.weights)]
+    return bool(keras.ops.convert_to_numpy(keras.ops.all(keras.ops.stack(checks)))) if checks else True
 
 
 class ProgressBar(keras.callbacks.Callback):
@@ -62,15 +81,43 @@ class RunMonitor(keras.callbacks.Callback):
         self.t0 = time.time()
         self.last_row: dict | None = None
         self.last_saved_step = -1
+        self.reset_checks(int(gan.round.numpy()))
         (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+    def reset_checks(self, step: int) -> None:
+        """Start the NaN/Inf bookkeeping at round ``step`` (training start, resume or rollback)."""
+        self.losses_ok_step = step  # the last round whose losses were checked finite
+        self.weights_ok_step = step  # the last round whose weights were checked finite
+
+    def _stop(self) -> None:
+        if getattr(self, "model", None) is not None:
+            self.model.stop_training = True
+
+    def _check_losses(self, logs) -> dict:
         step = int(self.gan.round.numpy())
         losses = {k: float(logs[k]) for k in ("d_loss", "g_loss") if k in logs}
-        if not all(math.isfinite(v) for v in losses.values()):
-            self.model.stop_training = True
-            raise NonFiniteLoss(f"non-finite loss at step {step}: {losses}")
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        if bad:
+            self._stop()
+            raise NonFiniteLoss(", ".join(f"{k}={v}" for k, v in bad.items()), step, self.losses_ok_step + 1)
+        self.losses_ok_step = step
+        return losses
+
+    def _check_weights(self) -> None:
+        step = int(self.gan.round.numpy())
+        if not weights_finite(self.gan):
+            self._stop()
+            raise NonFiniteLoss("weights", step, self.weights_ok_step + 1)
+        self.weights_ok_step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        # logs hold the running means of this block: once a loss is NaN/inf it stays so until the block ends
+        self._check_losses(logs or {})
+
+    def on_epoch_end(self, epoch, logs=None):
+        losses = self._check_losses(logs or {})
+        self._check_weights()
+        step = int(self.gan.round.numpy())
         t = self.cfg.train
         if step % t.eval_every == 0 or step >= t.steps:
             self.evaluate(step, losses)
@@ -99,9 +146,13 @@ class RunMonitor(keras.callbacks.Callback):
         if hasattr(self.data, "snapshot_extras"):
             extras.update(self.data.snapshot_extras(self.gan, fake[:keep]))
         np.savez_compressed(self.run_dir / "samples" / f"step_{step:08d}.npz", **extras)
+        if hasattr(self.data, "write_snapshot_image"):  # image data: samples/step_XXXXXXXX.png grid
+            self.data.write_snapshot_image(fake, labels, self.run_dir / "samples" / f"step_{step:08d}")
 
     def checkpoint(self) -> None:
         step = int(self.gan.round.numpy())
         if step != self.last_saved_step:
+            if self.weights_ok_step != step:
+                self._check_weights()  # never write non-finite weights
             save_checkpoint(self.gan, self.cfg, self.run_dir, int(self.cfg.train.keep_checkpoints))
             self.last_saved_step = step

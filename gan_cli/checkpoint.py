@@ -2,13 +2,28 @@
 the round counter and the resolved config (YAML), written atomically (temp file + rename).
 
 Layout inside the file: ``g/<i>``, ``d/<i>`` (``model.weights`` order), ``g_opt/<i>``,
-``d_opt/<i>`` (``optimizer.variables`` order), ``round`` (int64 scalar), ``config`` (str).
+``d_opt/<i>`` (``optimizer.variables`` order: iteration count, learning rate, slots),
+``round`` (int64 scalar), ``config`` (str).
+
+The random-generator and data-iterator state is not stored separately because it is a pure
+function of the round: noise, fake labels and gradient-penalty weights come from a stateless
+RNG keyed on ``(train.seed, round, slot)`` (``gan.GAN``) and real batches from a stream keyed
+on ``(train.seed, round)`` (``data.base.GanDataset.tf_dataset``), so ``round`` (plus the seed
+in ``config``) *is* that state and a resumed run draws exactly the batches and noise an
+uninterrupted one would. The learning rates live in the optimizer variables, so rates lowered
+by ``train.on_nan=rollback`` survive a resume.
+
+A save writes ``ckpt_XXXXXXXX.npz.tmp``, fsyncs it, renames it over the final name and fsyncs
+the folder: a crash (even SIGKILL or power loss) leaves either the old set of checkpoints or
+the new one, never a truncated ``ckpt_*.npz``; stale ``.tmp`` files are ignored and removed on
+resume (``remove_partial``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gan_cli.errors import UserError
 
+_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 CKPT_RE = re.compile(r"^ckpt_(\d+)\.npz$")
 
 
@@ -57,14 +73,41 @@ def save_checkpoint(gan, cfg: DictConfig, run_dir: Path, keep: int) -> Path:
         for i, v in enumerate(variables):
             arrays[f"{prefix}/{i}"] = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # disk full, read-only, interrupted: leave no partial file behind
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
     for old in list_checkpoints(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort; not every platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_partial(run_dir: Path) -> None:
+    """Delete ``checkpoints/*.tmp`` left by a save that was killed half-way."""
+    folder = Path(run_dir) / "checkpoints"
+    if folder.is_dir():
+        for tmp in folder.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def read_config(path: Path) -> DictConfig:
@@ -72,19 +115,27 @@ def read_config(path: Path) -> DictConfig:
     try:
         with np.load(path, allow_pickle=False) as f:
             return OmegaConf.create(str(f["config"]))
-    except (OSError, ValueError, KeyError) as exc:
+    except _READ_ERRORS as exc:
         raise UserError(f"{path} is not a readable gan-cli checkpoint ({type(exc).__name__}); use another checkpoint") from None
 
 
 def restore(gan, path: Path, optimizers: bool = True) -> int:
     """Load weights (and optimizer state) from ``path`` into a built ``gan``; returns the round."""
-    with np.load(path, allow_pickle=False) as f:
-        groups = [("g", gan.generator.weights), ("d", gan.discriminator.weights)]
-        if optimizers:
-            groups += [("g_opt", gan.g_optimizer.variables), ("d_opt", gan.d_optimizer.variables)]
-        for prefix, variables in groups:
-            for i, v in enumerate(variables):
-                v.assign(f[f"{prefix}/{i}"])
-        step = int(f["round"])
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            groups = [("g", gan.generator.weights), ("d", gan.discriminator.weights)]
+            if optimizers:
+                groups += [("g_opt", gan.g_optimizer.variables), ("d_opt", gan.d_optimizer.variables)]
+            values = [(v, f[f"{prefix}/{i}"]) for prefix, variables in groups for i, v in enumerate(variables)]
+            step = int(f["round"])
+    except _READ_ERRORS as exc:
+        raise UserError(f"{path} is not a readable gan-cli checkpoint ({type(exc).__name__}); "
+                        "delete it to fall back to the previous one") from None
+    for v, value in values:
+        if tuple(v.shape) != value.shape:
+            raise UserError(f"{path} does not match this model ({getattr(v, 'path', v.name)}: "
+                            f"{value.shape} vs {tuple(v.shape)})")
+    for v, value in values:
+        v.assign(value)
     gan.round.assign(step)
     return step

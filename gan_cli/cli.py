@@ -1,6 +1,6 @@
 """``gan``: the command-line front. Imports TensorFlow only inside the subcommands that need it.
 
-Subcommands: train, sample, evaluate, resume, reproduce, data.
+Subcommands: train, sample, evaluate, resume, reproduce, report, sweep-report, data.
 """
 
 from __future__ import annotations
@@ -103,6 +103,31 @@ def validate_overrides(overrides: list[str], multirun: bool) -> None:
                 text = " ".join(str(exc).split()).split(" Config search path")[0]
                 raise UserError(f"{text}  (see `gan train --help`)") from None
             validate(cfg)
+    _check_output_dir(overrides, multirun)
+
+
+def _check_output_dir(overrides: list[str], multirun: bool) -> None:
+    """Fail before Hydra creates anything when the run (sweep) folder cannot be written: a parent is
+    a file, the nearest existing folder is read-only, or its disk is full."""
+    import shutil
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    value = "multirun" if multirun else "outputs"  # conf/config.yaml: relative to the working folder
+    for o in overrides:
+        k, sep, v = o.lstrip("+").partition("=")
+        if sep and k == key:
+            value = v.strip("'\"")
+    static = value.split("${", 1)[0] or "."  # the part before any ${now:...} interpolation
+    probe = Path(static)
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    if os.path.lexists(probe) and not probe.is_dir():
+        raise UserError(f"cannot create the run folder {value}: {probe} is a file, not a folder; choose another {key}")
+    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create the run folder {value}: {probe} is not writable; choose another {key}")
+    if probe.is_dir() and shutil.disk_usage(probe).free < 1 << 20:
+        raise UserError(f"cannot create the run folder {value}: no space left on the disk of {probe}; "
+                        f"free some space or choose another {key}")
 
 
 def cmd_train(argv: list[str]) -> int:
@@ -165,13 +190,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
+    """Continue an interrupted run in its own folder from its newest checkpoint (exactly: the RNG and
+    data state are functions of the stored round); appends to metrics.jsonl without duplicating steps."""
     from gan_cli.checkpoint import latest_checkpoint, read_config
-    from gan_cli.train import train
 
     run = Path(args.run)
-    cfg = read_config(latest_checkpoint(run))
+    if run.is_file():
+        return _fail(f"{run} is a file; gan resume takes the run folder (the one holding checkpoints/)")
+    ckpt = latest_checkpoint(run)  # checked before the slow TensorFlow import
+    cfg = read_config(ckpt)
+    _quiet_tensorflow()
+    from gan_cli.train import train
+
     train(cfg, run, resume=True)
+    (run / "DONE").write_text("ok\n")
+    (run / "FAILED").unlink(missing_ok=True)
     return 0
 
 
@@ -179,24 +212,36 @@ def _last_metrics(run_dir: Path) -> dict:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run_dir} has no metrics.jsonl; give the folder of a finished gan train run")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    if not lines:
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a row half-written by a killed run
+            continue
+    rows = [r for r in rows if isinstance(r, dict) and "step" in r]
+    if not rows:
         raise UserError(f"{path} is empty; the run never reached an evaluation")
-    return json.loads(lines[-1])
+    return rows[-1]
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    """Re-run a run's saved overrides (+ new ones) into a new folder and compare final metrics."""
+    """Re-run a run's saved overrides (+ new ones) into a new folder and compare final metrics.
+
+    Exit 0 either way (the comparison is printed); with train.deterministic=true in the original
+    run the final metrics (and weights) are expected to be identical.
+    """
     import datetime
 
     import yaml
 
     run = Path(args.run)
+    if not run.is_dir():
+        raise UserError(f"{run} is not a run folder; give a folder written by gan train (outputs/DATE/TIME)")
     saved = run / ".hydra" / "overrides.yaml"
     if not saved.is_file():
         raise UserError(f"{run} has no .hydra/overrides.yaml; give a run folder written by gan train")
     original = _last_metrics(run)
-    old = [o for o in (yaml.safe_load(saved.read_text()) or []) if not o.startswith("hydra.")]
+    old = [o for o in (yaml.safe_load(saved.read_text()) or []) if not o.lstrip("+~").startswith("hydra.")]
     now = datetime.datetime.now()
     new_dir = Path("outputs") / now.strftime("%Y-%m-%d") / (now.strftime("%H-%M-%S-%f") + "_reproduce")
     rc = cmd_train(old + list(args.overrides) + [f"hydra.run.dir={new_dir}"])
@@ -211,6 +256,28 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"final metrics differ from {run} (new run: {new_dir}):")
     for k, (a, b) in diffs.items():
         print(f"  {k}: original {a} -> reproduced {b}")
+    if "train.deterministic=true" not in old + list(args.overrides):
+        print("  (bit-identical runs need train.deterministic=true)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """RUN/report.html (self-contained) + RUN/report/*.png."""
+    _quiet_tensorflow()  # per-class image grids load the checkpoint; also sets OPENBLAS_NUM_THREADS for acoular
+    from gan_cli.report import write_report
+
+    path = write_report(Path(args.run))
+    print(f"wrote {path} (images in {path.parent / 'report'})")
+    return 0
+
+
+def cmd_sweep_report(args: argparse.Namespace) -> int:
+    """One row per job of a sweep folder: Markdown (printed), CSV, HTML + plot."""
+    from gan_cli.report import write_sweep_report
+
+    paths = write_sweep_report(Path(args.multirun), sort=args.sort)
+    print(paths["markdown"].read_text(), end="")
+    print(f"\nwrote {paths['markdown']}, {paths['csv']} and {paths['html']}")
     return 0
 
 
@@ -242,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="re-run a finished run's config (+ overrides) into a new folder and compare")
     p.add_argument("run", help="run folder")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides")
+    p = sub.add_parser("report", help="write RUN/report.html and RUN/report/*.png: config, metrics and plots of a run")
+    p.add_argument("run", help="run folder")
+    p = sub.add_parser("sweep-report", help="summarise a sweep: one row per job (Markdown, CSV, HTML with a plot)")
+    p.add_argument("multirun", help="sweep folder (multirun/DATE/TIME)")
+    p.add_argument("--sort", default=None, metavar="METRIC",
+                   help="metric to sort the jobs by, best first (default: the data's primary metric)")
     p = sub.add_parser("data", help="generate a data set file: gan data csm -o FILE.h5 [OVERRIDE ...]")
     p.add_argument("kind", help="data kind (csm)")
     p.add_argument("-o", "--output", required=True, help="output HDF5 file")
@@ -267,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         handler = {"sample": cmd_sample, "evaluate": cmd_evaluate, "resume": cmd_resume, "data": cmd_data,
-                   "reproduce": cmd_reproduce}
+                   "reproduce": cmd_reproduce, "report": cmd_report, "sweep-report": cmd_sweep_report}
         return handler[args.command](args)
     except UserError as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)

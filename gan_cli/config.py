@@ -33,9 +33,17 @@ TRAIN_SCHEMA: dict[str, tuple[type, float | None, bool]] = {
     "jit_compile": (bool, None, False),
     "progress": (bool, None, False),
     "deterministic": (bool, None, False),
+    "on_nan": (str, None, False),
+    "nan_lr_factor": (float, None, False),
+    "max_rollbacks": (int, 0, False),
+    "tensorboard": (bool, None, False),
+    "report": (bool, None, False),
 }
+ON_NAN = ("stop", "rollback")
+# Integers above this are rejected (seeds, counts and sizes all end up in int32/int64 tensors).
+MAX_INT = 2**31 - 1
 LATENT_SCHEMA = {"dim": (int, 1, True), "distribution": (str, None, False)}
-METRICS_SCHEMA = {"num_samples": (int, 2, False)}
+METRICS_SCHEMA = {"num_samples": (int, 2, False), "parzen": (bool, None, False)}
 TOP_LEVEL = {"dataset", "loss", "model", "optimizer", "latent", "train", "metrics", "experiment"}
 
 
@@ -65,10 +73,14 @@ def _check_value(section: str, key: str, value: Any, spec: tuple[type, float | N
         return
     if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if typ is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
     if typ is str and not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, got {value!r}")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{where} must be >= {minimum:g}, got {value}")
+    if typ is int and value > MAX_INT:
+        raise ConfigError(f"{where} must be <= {MAX_INT}, got {value}")
 
 
 def _check_section(cfg: DictConfig, section: str, schema: dict) -> None:
@@ -100,6 +112,7 @@ def validate(cfg: DictConfig) -> None:
     _check_section(cfg, "train", TRAIN_SCHEMA)
     _check_section(cfg, "latent", LATENT_SCHEMA)
     _check_section(cfg, "metrics", METRICS_SCHEMA)
+    _check_nan_policy(cfg.train)
     if cfg.latent.distribution not in ("gaussian", "uniform"):
         raise ConfigError(f"latent.distribution '{cfg.latent.distribution}' unknown; valid: gaussian, uniform")
 
@@ -128,6 +141,15 @@ def validate(cfg: DictConfig) -> None:
     _check_dataset_keys(cfg.dataset)
 
 
+def _check_nan_policy(train: DictConfig) -> None:
+    if train.on_nan not in ON_NAN:
+        raise ConfigError(f"train.on_nan '{train.on_nan}' unknown; valid: {', '.join(ON_NAN)}")
+    factor = train.nan_lr_factor
+    if not (0.0 < factor < 1.0):  # also rejects NaN
+        raise ConfigError(f"train.nan_lr_factor must be in (0, 1) (the learning rates are multiplied by it "
+                          f"on each rollback), got {factor}")
+
+
 def _check_dataset_keys(node: DictConfig) -> None:
     """Compare the dataset keys with its class's constructor, without building any data."""
     target = node.get("_target_")
@@ -145,6 +167,14 @@ def _check_dataset_keys(node: DictConfig) -> None:
     for key in node:
         if key != "_target_" and key not in valid:
             raise ConfigError(f"unknown key dataset.{key}; valid: {', '.join(valid)}")
+
+
+def apply_metric_options(cfg: DictConfig, data) -> None:
+    """Pass ``metrics.*`` switches that the dataset's evaluator reads on to ``data``."""
+    if cfg.metrics.get("parzen", False):
+        if not hasattr(data, "parzen"):
+            raise ConfigError(f"metrics.parzen=true applies to image data sets, not '{data.name}'; remove it")
+        data.parzen = True  # the image evaluator reads it (same switch as dataset.parzen=true)
 
 
 def resolve(cfg: DictConfig, data) -> DictConfig:
@@ -167,6 +197,7 @@ def resolve(cfg: DictConfig, data) -> DictConfig:
 
     for net in ("generator", "discriminator"):
         validate_optimizer(net, cfg.optimizer[net])
+    apply_metric_options(cfg, data)
     if cfg.model.get("conditional", False) and data.num_classes < 2:
         raise ConfigError(f"model.conditional=true needs a labelled dataset; '{data.name}' has no labels")
     return cfg

@@ -6,14 +6,18 @@ metrics as a flat dict of floats (what a sweeper optimises).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+import numpy as np
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gan_cli.errors import ConfigError, UserError
 
@@ -72,8 +76,11 @@ def load_for_inference(path: Path):
     from gan_cli.checkpoint import latest_checkpoint, read_config, restore
 
     ckpt = latest_checkpoint(Path(path))
+    from gan_cli.config import apply_metric_options
+
     cfg = read_config(ckpt)
     data = build_dataset(cfg.dataset)
+    apply_metric_options(cfg, data)
     gan = build_gan(cfg, data)
     restore(gan, ckpt, optimizers=False)
     return cfg, data, gan
@@ -87,12 +94,151 @@ def _device_line() -> str:
 
 
 def _trim_metrics(run_dir: Path, last_step: int) -> None:
-    """Drop metrics.jsonl rows after ``last_step`` (they will be recomputed after a resume)."""
+    """Drop metrics.jsonl rows after ``last_step`` (they will be recomputed after a resume or a
+    rollback) and any half-written row a killed process left at the end."""
     path = run_dir / "metrics.jsonl"
     if path.exists():
-        rows = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = [r for r in rows if json.loads(r)["step"] <= last_step]
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= last_step:
+                kept.append(line)
         path.write_text("".join(r + "\n" for r in kept))
+
+
+def _last_row(run_dir: Path, step: int) -> dict | None:
+    path = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return rows[-1] if rows and rows[-1].get("step") == step else None
+
+
+def _with_train_defaults(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with train/metrics keys added since it was written (e.g. a checkpoint's config from an older
+    version given to ``gan resume``) filled from the packaged conf/config.yaml."""
+    from gan_cli.config import METRICS_SCHEMA, TRAIN_SCHEMA, conf_dir
+
+    missing = [(section, k) for section, schema in (("train", TRAIN_SCHEMA), ("metrics", METRICS_SCHEMA))
+               if section in cfg for k in schema if k not in cfg[section]]
+    if not missing:
+        return cfg
+    defaults = OmegaConf.load(conf_dir() / "config.yaml")
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(cfg):
+        for section, key in missing:
+            if key in defaults[section]:
+                cfg[section][key] = defaults[section][key]
+    return cfg
+
+
+class _GracefulStop:
+    """SIGINT (Ctrl-C) and SIGTERM during training: the first one asks training to stop after the
+    current compiled call (so the block's metrics and the checkpoint stay consistent); the caller
+    then writes a final checkpoint and exits 130 (SIGINT) or 143 (SIGTERM). A second signal stops
+    at once (KeyboardInterrupt). Only the main thread can install signal handlers; elsewhere this
+    is a no-op and Python's default Ctrl-C behaviour applies."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def _handler(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
+        return False
+
+    def callback(self):
+        """A Keras callback that ends ``fit`` at the next call boundary once a signal arrived."""
+        import keras
+
+        stop = self
+
+        class StopOnSignal(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if stop.signum is not None:
+                    self.model.stop_training = True
+
+            on_epoch_begin = on_train_batch_end
+
+        return StopOnSignal()
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    """Block SIGINT/SIGTERM while the final checkpoint is written (a second Ctrl-C must not cut it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, previous in saved.items():
+            signal.signal(sig, previous)
+
+
+def _state(gan) -> list:
+    """An in-memory copy of everything a checkpoint holds (used to roll back before the first checkpoint)."""
+    variables = [*gan.generator.weights, *gan.discriminator.weights, *gan.g_optimizer.variables,
+                 *gan.d_optimizer.variables, gan.round]
+    return [(v, np.array(v.numpy())) for v in variables]
+
+
+def _learning_rates(gan) -> tuple[float, float]:
+    return (float(np.asarray(gan.g_optimizer.learning_rate)), float(np.asarray(gan.d_optimizer.learning_rate)))
+
+
+def _fit(gan, data, cfg: DictConfig, monitor, position: int, stop: _GracefulStop, extra=()) -> None:
+    """Train from round ``position`` to ``cfg.train.steps``; a resume or rollback that lands inside
+    a block (an interrupt checkpoint) first finishes that block. Returns early on a signal."""
+    from gan_cli.callbacks import ProgressBar
+
+    steps, block, spe = int(cfg.train.steps), _block(cfg), _steps_per_execution(cfg)
+    progress = ProgressBar(steps, position, spe, data.primary_metric, enabled=bool(cfg.train.progress))
+    monitor.progress = progress
+    callbacks = [progress, monitor, *extra, stop.callback()]  # extra (TensorBoard) reads monitor.last_row
+
+    def stream(at: int):  # real batches from round `at` on: a pure function of (seed, round)
+        return data.tf_dataset(int(cfg.train.batch_size), int(cfg.train.seed), start_step=at,
+                               batches_per_step=int(cfg.train.n_critic))
+
+    try:
+        head = (-position) % block
+        if head and position < steps and stop.signum is None:
+            # interrupts fall between compiled calls, so `head` is a multiple of steps_per_execution
+            gan.fit(stream(position), epochs=1, steps_per_epoch=head, verbose=0, shuffle=False, callbacks=callbacks)
+            position = int(gan.round.numpy())
+        if position < steps and stop.signum is None:
+            gan.fit(stream(position), epochs=steps // block, steps_per_epoch=block, initial_epoch=position // block,
+                    verbose=0, shuffle=False, callbacks=callbacks)
+    finally:
+        progress.close()
+
+
+def _write_report(run_dir: Path) -> None:
+    """RUN/report.html at the end of training; a failure is a warning (the run itself succeeded)."""
+    try:
+        from gan_cli.report import write_report
+
+        print(f"report: {write_report(run_dir)}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the report is a by-product; say how to redo it
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"warning: could not write the report ({message}); retry with: gan report {run_dir}", file=sys.stderr)
 
 
 def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = False) -> dict:
@@ -100,6 +246,13 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = Fal
 
     With ``resume=True`` continue from the newest checkpoint in ``run_dir``. Returns the
     final metrics (losses and quality metrics of the last evaluation).
+
+    Faults: Ctrl-C (SIGINT, exit 130) and SIGTERM (exit 143) stop after the current compiled
+    call, write a final checkpoint and print how to resume; a NaN/Inf loss or weight stops
+    with a UserError naming the step (``train.on_nan=stop``) or reloads the last good
+    checkpoint with lower learning rates (``train.on_nan=rollback``, at most
+    ``train.max_rollbacks`` times); an OSError while writing the run folder (disk full,
+    read-only) becomes a one-line UserError.
     """
     from gan_cli import config as config_mod
 
@@ -108,6 +261,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = Fal
 
         run_dir = HydraConfig.get().runtime.output_dir
     run_dir = Path(run_dir)
+    cfg = _with_train_defaults(cfg)
     config_mod.validate(cfg)
     data = build_dataset(cfg.dataset)
     cfg = config_mod.resolve(cfg, data)
@@ -115,11 +269,20 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = Fal
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
-    from gan_cli.callbacks import NonFiniteLoss, ProgressBar, RunMonitor
-    from gan_cli.checkpoint import latest_checkpoint, restore, save_checkpoint
-
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
+    try:
+        return _train(cfg, data, run_dir, resume)
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise UserError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}{where}; "
+                        "free some space or choose a writable hydra.run.dir") from None
+
+
+def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
+    from gan_cli.callbacks import NonFiniteLoss, RunMonitor, weights_finite
+    from gan_cli.checkpoint import checkpoint_path, latest_checkpoint, remove_partial, restore, save_checkpoint
+
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
@@ -127,38 +290,87 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = Fal
     gan = build_gan(cfg, data)
     start = 0
     if resume:
+        remove_partial(run_dir)
         start = restore(gan, latest_checkpoint(run_dir))
         _trim_metrics(run_dir, start)
     steps = int(cfg.train.steps)
-    block = _block(cfg)
     print(f"gan-cli: {cfg.loss.name} on {data.name} ({data.kind}, sample shape {tuple(data.sample_shape)}), "
           f"model {cfg.model.name}, optimizer {cfg.optimizer.name}, n_critic {cfg.train.n_critic}, "
-          f"{steps} steps, device {_device_line()}; run folder {run_dir}", file=sys.stderr)
+          f"{steps} steps, device {_device_line()}; run folder {run_dir}"
+          + (f"; resuming at step {start}" if resume else ""), file=sys.stderr)
 
     evaluator = data.evaluator(int(cfg.metrics.num_samples), int(cfg.train.seed))
-    dataset = data.tf_dataset(int(cfg.train.batch_size), int(cfg.train.seed), start_step=start,
-                              batches_per_step=int(cfg.train.n_critic))
-    progress = ProgressBar(steps, start, _steps_per_execution(cfg), data.primary_metric,
-                           enabled=bool(cfg.train.progress))
-    monitor = RunMonitor(gan, data, cfg, run_dir, evaluator, progress)
-    interrupted = False
-    try:
-        if start < steps:
-            gan.fit(dataset, epochs=steps // block, steps_per_epoch=block, initial_epoch=start // block,
-                    verbose=0, shuffle=False, callbacks=[progress, monitor])
-    except KeyboardInterrupt:
-        interrupted = True
-    except NonFiniteLoss as exc:
-        progress.close()
-        raise UserError(f"{exc}; the last good checkpoint is kept in {run_dir}/checkpoints; "
-                        "lower the learning rates or change the loss") from None
-    finally:
-        progress.close()
-    if interrupted:
-        path = save_checkpoint(gan, cfg, run_dir, int(cfg.train.keep_checkpoints))
-        print(f"interrupted at step {int(gan.round.numpy())}; checkpoint {path.name} written. "
-              f"Continue with: gan resume {run_dir}", file=sys.stderr)
-        raise SystemExit(130)
+    monitor = RunMonitor(gan, data, cfg, run_dir, evaluator, None)
+    if start >= steps:  # resuming a finished run: report its last row instead of logging the step twice
+        monitor.last_row = _last_row(run_dir, start)
+    tensorboard = None
+    if cfg.train.tensorboard:
+        from gan_cli.report.tensorboard import TensorBoardCallback
+
+        tensorboard = TensorBoardCallback(run_dir, data, monitor)
+    extra = [tensorboard] if tensorboard is not None else []
+    initial = _state(gan) if cfg.train.on_nan == "rollback" else []  # for a rollback before the first checkpoint
+    position, rollbacks, hard_stop = start, 0, False
+    with _GracefulStop() as stop:
+        while True:
+            try:
+                _fit(gan, data, cfg, monitor, position, stop, extra)
+                break
+            except KeyboardInterrupt:  # a second signal, or Ctrl-C where no handler could be installed
+                hard_stop = True
+                break
+            except NonFiniteLoss as exc:
+                if monitor.last_saved_step >= 0:
+                    good = f"the last good checkpoint {checkpoint_path(run_dir, monitor.last_saved_step).name} is kept"
+                elif resume:
+                    good = f"the checkpoint it resumed from (step {start}) is kept"
+                else:
+                    good = "no checkpoint was written before it"
+                if cfg.train.on_nan != "rollback":
+                    raise UserError(f"training stopped: {exc} (train.on_nan=stop); {good} in {run_dir}/checkpoints; "
+                                    "lower the learning rates, change the loss, or set train.on_nan=rollback") from None
+                lr_g, lr_d = _learning_rates(gan)
+                if rollbacks >= int(cfg.train.max_rollbacks):
+                    raise UserError(f"training stopped: {exc} again after {rollbacks} rollback(s) "
+                                    f"(train.max_rollbacks={cfg.train.max_rollbacks}, learning rates now "
+                                    f"g {lr_g:.3g}, d {lr_d:.3g}); {good} in {run_dir}/checkpoints; "
+                                    "lower the learning rates or change the loss") from None
+                rollbacks += 1
+                if monitor.last_saved_step >= 0:
+                    position = restore(gan, checkpoint_path(run_dir, monitor.last_saved_step))
+                else:
+                    for variable, value in initial:
+                        variable.assign(value)
+                    position = int(gan.round.numpy())
+                factor = float(cfg.train.nan_lr_factor)
+                gan.g_optimizer.learning_rate = lr_g * factor
+                gan.d_optimizer.learning_rate = lr_d * factor
+                _trim_metrics(run_dir, position)
+                monitor.last_row = None
+                monitor.reset_checks(position)
+                print(f"warning: {exc}; rolled back to step {position} and lowered the learning rates "
+                      f"x{factor:g} to g {lr_g * factor:.3g}, d {lr_d * factor:.3g} "
+                      f"(rollback {rollbacks} of at most {cfg.train.max_rollbacks})", file=sys.stderr)
+        signum = stop.signum if stop.signum is not None else (signal.SIGINT if hard_stop else None)
+        if signum is not None and not hard_stop and int(gan.round.numpy()) >= steps:
+            signum = None  # the signal came after the last step: just finish
+
+    if signum is not None:
+        if tensorboard is not None:
+            tensorboard.close()
+        step = int(gan.round.numpy())
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        with _signals_ignored():
+            if step == monitor.last_saved_step:
+                saved = f"checkpoint {checkpoint_path(run_dir, step).name} is up to date"
+            elif weights_finite(gan):
+                path = save_checkpoint(gan, cfg, run_dir, int(cfg.train.keep_checkpoints))
+                saved = f"checkpoint {path.name} written"
+            else:
+                saved = "weights not finite, so no checkpoint written"
+        print(f"interrupted ({name}) at step {step}; {saved}. Continue with: gan resume {run_dir}",
+              file=sys.stderr)
+        raise SystemExit(143 if signum == signal.SIGTERM else 130)
 
     final = monitor.last_row
     if final is None or final["step"] != int(gan.round.numpy()):
@@ -166,4 +378,8 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = Fal
         monitor.checkpoint()
     summary = ", ".join(f"{k}={v:.4g}" for k, v in final.items() if isinstance(v, float) and k != "time")
     print(f"done: step {final['step']} in {time.time() - t_start:.1f}s: {summary}", file=sys.stderr)
+    if tensorboard is not None:
+        tensorboard.close()  # logs a final row evaluated outside fit
+    if cfg.train.report:
+        _write_report(run_dir)
     return {k: v for k, v in final.items() if isinstance(v, (int, float)) and v is not None}

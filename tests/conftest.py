@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 # Tiny training settings shared by the end-to-end tests.
 TINY = ["train.steps=20", "train.eval_every=10", "train.checkpoint_every=10", "train.batch_size=32",
-        "metrics.num_samples=200", "train.progress=false", "dataset.num_samples=2000"]
+        "metrics.num_samples=200", "train.progress=false", "dataset.num_samples=2000", "train.report=false"]
 
 
 @pytest.fixture(scope="session", autouse=True)

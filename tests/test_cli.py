@@ -26,7 +26,7 @@ def ring_run(tmp_path_factory):
     """One real `gan train` on a tiny ring config (shared by the sample/evaluate tests)."""
     root = tmp_path_factory.mktemp("ring_run")
     run_dir = root / "run"
-    out = run_gan(["train", "loss=wgan", *TINY, f"hydra.run.dir={run_dir}"], cwd=root)
+    out = run_gan(["train", "loss=wgan", *TINY, "train.report=true", f"hydra.run.dir={run_dir}"], cwd=root)
     assert out.returncode == 0, out.stderr[-3000:]
     return run_dir, out
 
@@ -43,6 +43,8 @@ def test_train_writes_run_folder(ring_run):
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt_00000010.npz", "ckpt_00000020.npz"]
     assert len(list((run_dir / "samples").glob("step_*.npz"))) == 2
     assert "done: step 20" in out.stderr
+    # the run report is written at the end of gan train
+    assert (run_dir / "report.html").is_file() and "report:" in out.stderr
     resolved = (run_dir / "resolved_config.yaml").read_text()
     # loss=wgan resolves to seed 000's recommendations
     assert "name: rmsprop" in resolved and "n_critic: 5" in resolved and "clip_value: 0.01" in resolved
@@ -74,6 +76,22 @@ def test_multirun_two_jobs(tmp_path):
         assert (sweep / job / "DONE").is_file()
         assert (sweep / job / "metrics.jsonl").is_file()
     assert "train.seed=1" in (sweep / "1" / ".hydra" / "overrides.yaml").read_text()
+    out = run_gan(["sweep-report", str(sweep), "--sort", "modes"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = [line for line in out.stdout.splitlines() if line.startswith("|")]
+    assert len(table) == 4 and all(f"| {j} " in "\n".join(table) or f"|{j}|" in "\n".join(table) for j in ("0", "1"))
+    assert (sweep / "sweep_report.csv").is_file() and (sweep / "sweep_report.html").is_file()
+
+
+def test_report_command_rewrites_the_report(ring_run, tmp_path):
+    run_dir, _ = ring_run
+    (run_dir / "report.html").unlink()
+    out = run_gan(["report", str(run_dir)], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    html = (run_dir / "report.html").read_text()
+    assert "data:image/png;base64," in html and "modes" in html
+    out = run_gan(["report", str(tmp_path / "nope")], cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
 
 @pytest.mark.parametrize("override,needle", [

@@ -39,6 +39,10 @@ def test_train_wgan_on_csm_logs_every_csm_metric(csm_run):
     # seed 000's WGAN settings are what loss=wgan resolves to
     assert "clip_value: 0.01" in resolved and "n_critic: 5" in resolved and "lr: 5.0e-05" in resolved
     assert "done: step 10" in out.stderr and "device CPU" in out.stderr
+    # the automatic report has the csm sections
+    html = (run_dir / "report.html").read_text()
+    for section in ("eigenvalues", "beamforming", "source-count"):
+        assert f'id="{section}"' in html or f"id={section}" in html, section
 
 
 def test_sampled_csms_are_written_beamformable(csm_run, tmp_path):
