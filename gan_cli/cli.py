@@ -14,6 +14,10 @@ from pathlib import Path
 
 from gan_cli.errors import UserError
 
+# acoular's numba kernels and numpy's many small (64 x 64) linear-algebra calls run best with a
+# single-threaded OpenBLAS; it must be set before anything (config checks included) imports numpy.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 USAGE_TRAIN = """usage: gan train [-m] [OVERRIDE ...]
 
 Compose conf/config.yaml with Hydra overrides and train, e.g.
@@ -39,7 +43,6 @@ def _quiet_tensorflow() -> None:
     so fd 2 is pointed at a temporary file during the import and replayed only if it fails.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # acoular's numba needs it before numpy loads BLAS
     if "tensorflow" in sys.modules:
         return
     import tempfile
@@ -263,7 +266,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """RUN/report.html (self-contained) + RUN/report/*.png."""
-    _quiet_tensorflow()  # per-class image grids load the checkpoint; also sets OPENBLAS_NUM_THREADS for acoular
+    _quiet_tensorflow()  # per-class image grids load the checkpoint
     from gan_cli.report import write_report
 
     path = write_report(Path(args.run))

@@ -55,7 +55,7 @@ def build_gan(cfg: DictConfig, data):
               latent_distribution=cfg.latent.distribution, n_critic=int(cfg.train.n_critic),
               n_gen=int(cfg.train.n_gen), clip_value=cfg.loss.get("clip_value"),
               gp_weight=cfg.loss.get("gp_weight", 0.0), seed=int(cfg.train.seed),
-              conditional=conditional, num_classes=data.num_classes)
+              conditional=conditional, num_classes=data.num_classes, pack=int(cfg.model.get("pack", 1)))
     gan.compile(build_optimizer(cfg.optimizer.generator), build_optimizer(cfg.optimizer.discriminator),
                 steps_per_execution=_steps_per_execution(cfg), jit_compile=bool(cfg.train.jit_compile))
     return gan
@@ -265,6 +265,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = Fal
     config_mod.validate(cfg)
     data = build_dataset(cfg.dataset)
     cfg = config_mod.resolve(cfg, data)
+    data.prepare()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf

@@ -43,6 +43,10 @@ class GanDataset(abc.ABC):
     # Run length for ``train.steps`` / ``batch_size`` / ``eval_every`` / ``checkpoint_every`` = null.
     default_train: dict[str, int] = {"steps": 2000, "batch_size": 256, "eval_every": 500, "checkpoint_every": 1000}
 
+    def prepare(self) -> None:
+        """Load or build the data now. ``train`` calls it before any network exists, so a slow first
+        build (a simulated set) runs without TensorFlow's thread pools competing for the CPU."""
+
     @abc.abstractmethod
     def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
         """All training samples, float32 ``(N, *sample_shape)``, and labels ``(N,)`` int32 or None."""

@@ -125,6 +125,10 @@ class CsmDataset(GanDataset):
             CsmSimulator(self.params).write(path, force=True, progress=True)
         return path
 
+    def prepare(self) -> None:
+        """Read (or simulate into the cache) the data set now."""
+        self._load()
+
     def _load(self) -> None:
         if self._loaded:
             return
