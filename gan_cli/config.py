@@ -139,6 +139,31 @@ def validate(cfg: DictConfig) -> None:
     if cfg.model.get("name") not in ("auto",) and "generator" not in cfg.model:
         raise ConfigError(f"model '{cfg.model.get('name')}' has no generator section")
     _check_dataset_keys(cfg.dataset)
+    _check_pack(cfg)
+
+
+PACK_MODELS = ("mlp", "maxout")
+
+
+def _check_pack(cfg: DictConfig) -> None:
+    """``model.pack`` (PacGAN): an integer >= 1; > 1 only for unconditional mlp/maxout models and a
+    batch size that is a multiple of it (checked again by ``resolve`` once the batch size is known)."""
+    pack = cfg.model.get("pack", 1)
+    if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
+        raise ConfigError(f"model.pack must be an integer >= 1 (1 = no packing), got {pack!r}")
+    if pack == 1:
+        return
+    name = cfg.model.get("name")
+    if name not in PACK_MODELS:
+        raise ConfigError(f"model.pack={pack} (PacGAN) is supported by model=mlp and model=maxout, not "
+                          f"'{name}'; pick one of those or set model.pack=1")
+    if cfg.model.get("conditional", False):
+        raise ConfigError(f"model.pack={pack} (PacGAN) does not support model.conditional=true; "
+                          "set model.pack=1 or model.conditional=false")
+    batch = cfg.train.get("batch_size")
+    if batch is not None and batch % pack:
+        raise ConfigError(f"train.batch_size={batch} must be a multiple of model.pack={pack} "
+                          "(the discriminator sees batch_size/pack packs of pack samples)")
 
 
 def _check_nan_policy(train: DictConfig) -> None:
@@ -200,4 +225,5 @@ def resolve(cfg: DictConfig, data) -> DictConfig:
     apply_metric_options(cfg, data)
     if cfg.model.get("conditional", False) and data.num_classes < 2:
         raise ConfigError(f"model.conditional=true needs a labelled dataset; '{data.name}' has no labels")
+    _check_pack(cfg)  # batch_size is known now
     return cfg

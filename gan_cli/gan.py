@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from gan_cli.errors import ConfigError
 from gan_cli.losses import LossPair, gradient_penalty
 
 # First component of the stateless seed per random purpose (second component: the slot counter).
@@ -26,12 +27,19 @@ class GAN(keras.Model):
 
     ``fit`` data: per round, real batches ``x`` of shape ``(n_critic, B, *sample_shape)``
     (and labels ``y`` of shape ``(n_critic, B)`` int32 for conditional models).
+
+    PacGAN packing (Lin et al. 2018), ``pack=m > 1``: in training the discriminator sees packs
+    of m samples concatenated along the feature axis (``pack_samples``: ``(B, *shape)`` ->
+    ``(B/m, m * prod(shape))``, packed row i = samples ``i*m .. i*m+m-1``), for real batches, fake
+    batches and gradient-penalty interpolates alike (the penalty interpolates packed rows).
+    ``critic(x)`` keeps a per-sample meaning for plots and inspection: logits ``(B, 1)`` of
+    packs made of m copies of each sample.
     """
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model, loss: LossPair,
                  loss_params: dict[str, Any], latent_dim: int, latent_distribution: str = "gaussian",
                  n_critic: int = 1, n_gen: int = 1, clip_value: float | None = None, gp_weight: float = 0.0,
-                 seed: int = 0, conditional: bool = False, num_classes: int = 0, **kwargs):
+                 seed: int = 0, conditional: bool = False, num_classes: int = 0, pack: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.generator, self.discriminator = generator, discriminator
         self.loss_pair, self.loss_params = loss, dict(loss_params)
@@ -41,6 +49,11 @@ class GAN(keras.Model):
         self.gp_weight = float(gp_weight) if loss.gradient_penalty else 0.0
         self.seed = int(seed)
         self.conditional, self.num_classes = bool(conditional), int(num_classes)
+        self.pack = int(pack)
+        if self.pack < 1:
+            raise ConfigError(f"model.pack must be >= 1, got {pack}")
+        if self.pack > 1 and self.conditional:
+            raise ConfigError("model.pack > 1 (PacGAN) does not support model.conditional=true; use model.pack=1")
         self.round = tf.Variable(0, dtype=tf.int64, trainable=False, name="round")
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
@@ -75,8 +88,28 @@ class GAN(keras.Model):
     def generate(self, z, labels=None, training: bool = False):
         return self.generator([z, labels] if self.conditional else z, training=training)
 
+    def pack_samples(self, x) -> tf.Tensor:
+        """``(B, *shape)`` -> ``(B/m, m * prod(shape))``: row i = samples ``i*m .. i*m+m-1`` flattened and
+        concatenated (``B`` must be a multiple of ``m = self.pack``). Identity when ``pack == 1``."""
+        if self.pack == 1:
+            return x
+        x = tf.convert_to_tensor(x)
+        features = int(np.prod(x.shape[1:]))
+        return tf.reshape(x, [-1, self.pack * features])
+
+    def critic_packed(self, x, labels=None, training: bool = False):
+        """Logits ``(B/m, 1)`` of the packed batch ``x`` ``(B, *shape)`` (the training-time critic)."""
+        if self.pack == 1:
+            return self.discriminator([x, labels] if self.conditional else x, training=training)
+        return self.discriminator(self.pack_samples(x), training=training)
+
     def critic(self, x, labels=None, training: bool = False):
-        return self.discriminator([x, labels] if self.conditional else x, training=training)
+        """Per-sample logits ``(B, 1)``; with packing, D of a pack of m copies of each sample."""
+        if self.pack == 1:
+            return self.discriminator([x, labels] if self.conditional else x, training=training)
+        x = tf.convert_to_tensor(x)
+        flat = tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
+        return self.discriminator(tf.tile(flat, [1, self.pack]), training=training)
 
     def call(self, z, training=False):
         return self.generator(z, training=training)
@@ -88,12 +121,17 @@ class GAN(keras.Model):
         z = self.latent(batch, slot)
         with tf.GradientTape() as tape:
             fake = self.generate(z, y, training=True)
-            real_logits = self.critic(x, y, training=True)
-            fake_logits = self.critic(fake, y, training=True)
+            real_logits = self.critic_packed(x, y, training=True)
+            fake_logits = self.critic_packed(fake, y, training=True)
             d_loss = self.loss_pair.discriminator(real_logits, fake_logits, **self.loss_params)
             if self.gp_weight > 0:
-                eps = tf.random.stateless_uniform(tf.reshape(batch, [1]), self._key(_EPSILON, slot))
-                gp = gradient_penalty(lambda t: self.critic(t, y, training=True), x, fake, eps)
+                if self.pack == 1:
+                    eps = tf.random.stateless_uniform(tf.reshape(batch, [1]), self._key(_EPSILON, slot))
+                    gp = gradient_penalty(lambda t: self.critic(t, y, training=True), x, fake, eps)
+                else:  # interpolate packed rows: one weight per pack (PacGAN + WGAN-GP)
+                    real_p, fake_p = self.pack_samples(x), self.pack_samples(fake)
+                    eps = tf.random.stateless_uniform(tf.reshape(tf.shape(real_p)[0], [1]), self._key(_EPSILON, slot))
+                    gp = gradient_penalty(lambda t: self.discriminator(t, training=True), real_p, fake_p, eps)
                 d_loss = d_loss + self.gp_weight * gp
         variables = self.discriminator.trainable_variables
         grads = tape.gradient(d_loss, variables)
@@ -110,7 +148,7 @@ class GAN(keras.Model):
         y = self.random_labels(batch, slot) if self.conditional else None
         with tf.GradientTape() as tape:
             fake = self.generate(z, y, training=True)
-            fake_logits = self.critic(fake, y, training=True)
+            fake_logits = self.critic_packed(fake, y, training=True)
             g_loss = self.loss_pair.generator(fake_logits, **self.loss_params)
         variables = self.generator.trainable_variables
         grads = tape.gradient(g_loss, variables)

@@ -42,6 +42,8 @@ def build_mlp(cfg: DictConfig, data, latent_dim: int, conditional: bool):
     """(G, D) MLPs. G: z ``(B, latent_dim)`` [+ y ``(B,)``] -> ``(B, *sample_shape)``; D -> logits ``(B, 1)``.
 
     Conditional models concatenate a one-hot label to G's noise and D's flattened input.
+    With ``cfg.pack = m > 1`` (PacGAN) D takes packed inputs ``(B/m, m * prod(sample_shape))``
+    (see ``GAN.pack_samples``) and returns ``(B/m, 1)``.
     """
     g_cfg, d_cfg = cfg.generator, cfg.discriminator
     _check("generator", g_cfg)
@@ -49,6 +51,11 @@ def build_mlp(cfg: DictConfig, data, latent_dim: int, conditional: bool):
     shape = tuple(data.sample_shape)
     n_out = math.prod(shape)
     k = data.num_classes
+    pack = int(cfg.get("pack", 1))
+    if pack < 1:
+        raise ConfigError(f"model.pack must be >= 1, got {pack}")
+    if pack > 1 and conditional:
+        raise ConfigError("model.pack > 1 (PacGAN) does not support model.conditional=true; use model.pack=1")
 
     z = keras.Input((latent_dim,), name="z")
     inputs = [z]
@@ -66,9 +73,13 @@ def build_mlp(cfg: DictConfig, data, latent_dim: int, conditional: bool):
         out = transform(out)
     generator = keras.Model(inputs if conditional else z, out, name="generator")
 
-    x = keras.Input(shape, name="x")
+    if pack > 1:  # packed samples, already flattened and concatenated by GAN.pack_samples
+        x = keras.Input((pack * n_out,), name="x_packed")
+        h = x
+    else:
+        x = keras.Input(shape, name="x")
+        h = keras.layers.Flatten()(x) if len(shape) > 1 else x
     d_inputs = [x]
-    h = keras.layers.Flatten()(x) if len(shape) > 1 else x
     if conditional:
         yd = keras.Input((), dtype="int32", name="label")
         d_inputs.append(yd)
