@@ -19,6 +19,15 @@ def _clean(value):
     return value if math.isfinite(value) else None
 
 
+EVAL_SEED_OFFSET = 12345  # evaluation noise: seed train.seed + this, the same batch at every evaluation
+
+
+def evaluation_samples(gan, cfg, n: int):
+    """The fixed evaluation batch: ``n`` samples (and labels) that every evaluation, ``gan evaluate``
+    included, scores, so logged and re-evaluated metrics agree."""
+    return gan.sample(n, seed=int(cfg.train.seed) + EVAL_SEED_OFFSET)
+
+
 class NonFiniteLoss(RuntimeError):
     """A loss or a weight became NaN or infinite.
 
@@ -126,7 +135,7 @@ class RunMonitor(keras.callbacks.Callback):
 
     def evaluate(self, step: int, losses: dict) -> dict:
         n = int(self.cfg.metrics.num_samples)
-        fake, labels = self.gan.sample(n, seed=int(self.cfg.train.seed) + 12345)
+        fake, labels = evaluation_samples(self.gan, self.cfg, n)
         metrics = self.evaluator(fake, labels)
         row = {"step": step, **{k: _clean(v) for k, v in losses.items()},
                **{k: _clean(v) for k, v in metrics.items()}, "time": round(time.time() - self.t0, 3)}

@@ -95,9 +95,6 @@ def validate_overrides(overrides: list[str], multirun: bool) -> None:
         jobs = _expand_sweeps(user) if multirun else [user]
     except HydraException as exc:
         raise UserError(f"cannot parse overrides: {str(exc).splitlines()[0]}") from None
-    if not multirun and any("," in o.split("=", 1)[-1] and not o.split("=", 1)[-1].startswith(("[", "'", '"'))
-                            for o in user if "=" in o):
-        pass  # a comma in a single run is a list/str value or a Hydra error reported below
     with initialize_config_module("gan_cli.conf", version_base="1.3"):
         for job in jobs[:2000]:
             try:
@@ -160,6 +157,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not args.force:
         return _fail(f"{out} exists; choose another -o or add --force")
+    if args.seed < 0:
+        return _fail(f"--seed must be >= 0, got {args.seed}")
     if args.n < 1:
         return _fail(f"-n must be >= 1, got {args.n}")
     cfg, data, gan = load_for_inference(Path(args.run))
@@ -178,13 +177,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.num_samples is not None and args.num_samples < 2:
+        return _fail(f"--num-samples must be >= 2, got {args.num_samples}")
     _quiet_tensorflow()
+    from gan_cli.callbacks import evaluation_samples
     from gan_cli.checkpoint import latest_checkpoint
     from gan_cli.train import load_for_inference
 
     cfg, data, gan = load_for_inference(Path(args.run))
-    n = args.num_samples or int(cfg.metrics.num_samples)
-    fake, labels = gan.sample(n, seed=int(cfg.train.seed) + 12345)
+    n = args.num_samples if args.num_samples is not None else int(cfg.metrics.num_samples)
+    fake, labels = evaluation_samples(gan, cfg, n)
     metrics = data.evaluator(n, int(cfg.train.seed))(fake, labels)
     result = {"checkpoint": str(latest_checkpoint(Path(args.run))), "step": int(gan.round.numpy()),
               **{k: float(v) for k, v in metrics.items()}}
@@ -215,13 +217,9 @@ def _last_metrics(run_dir: Path) -> dict:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run_dir} has no metrics.jsonl; give the folder of a finished gan train run")
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:  # a row half-written by a killed run
-            continue
-    rows = [r for r in rows if isinstance(r, dict) and "step" in r]
+    from gan_cli.metrics_log import read_rows
+
+    rows = read_rows(path)
     if not rows:
         raise UserError(f"{path} is empty; the run never reached an evaluation")
     return rows[-1]

@@ -22,6 +22,11 @@ def validate_optimizer(net: str, cfg: Mapping[str, Any]) -> None:
     if name not in OPTIMIZERS:
         raise ConfigError(f"optimizer.{net}.name '{name}' unknown; valid: {', '.join(OPTIMIZERS)}")
     allowed = OPTIMIZERS[name][1]
+    if cfg.get("lr") is None:
+        raise ConfigError(f"optimizer.{net}.lr must be set (a number > 0)")
+    if (cfg.get("momentum_final") is None) != (cfg.get("momentum_steps") is None):
+        raise ConfigError(f"optimizer.{net}.momentum_final and momentum_steps go together (the momentum ramp); "
+                          "set both or neither")
     for key, value in cfg.items():
         if key == "name":
             continue
@@ -55,5 +60,5 @@ def build_optimizer(cfg: Mapping[str, Any]):
         from gan_cli.momentum_sgd import RampedMomentumSGD
 
         return RampedMomentumSGD(learning_rate=float(cfg["lr"]), momentum_final=float(cfg["momentum_final"]),
-                                 momentum_steps=int(cfg.get("momentum_steps") or 1), **kwargs)
+                                 momentum_steps=int(cfg["momentum_steps"]), **kwargs)
     return getattr(keras.optimizers, cls_name)(learning_rate=float(cfg["lr"]), **kwargs)

@@ -71,15 +71,18 @@ def _steps_per_execution(cfg: DictConfig) -> int:
     return math.gcd(int(cfg.train.steps_per_execution), _block(cfg))
 
 
-def load_for_inference(path: Path):
-    """(resolved config, dataset, GAN with the checkpoint's weights) from a run folder or checkpoint file."""
+def load_for_inference(path: Path, data=None):
+    """(resolved config, dataset, GAN with the checkpoint's weights) from a run folder or checkpoint file.
+
+    ``data``: the run's dataset when the caller has already built it (it is not built again)."""
     from gan_cli.checkpoint import latest_checkpoint, read_config, restore
 
     ckpt = latest_checkpoint(Path(path))
     from gan_cli.config import apply_metric_options
 
-    cfg = read_config(ckpt)
-    data = build_dataset(cfg.dataset)
+    cfg = _with_train_defaults(read_config(ckpt))  # a checkpoint from an older version lacks newer keys
+    if data is None:
+        data = build_dataset(cfg.dataset)
     apply_metric_options(cfg, data)
     gan = build_gan(cfg, data)
     restore(gan, ckpt, optimizers=False)
@@ -96,23 +99,18 @@ def _device_line() -> str:
 def _trim_metrics(run_dir: Path, last_step: int) -> None:
     """Drop metrics.jsonl rows after ``last_step`` (they will be recomputed after a resume or a
     rollback) and any half-written row a killed process left at the end."""
+    from gan_cli.metrics_log import read_rows
+
     path = run_dir / "metrics.jsonl"
     if path.exists():
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= last_step:
-                kept.append(line)
-        path.write_text("".join(r + "\n" for r in kept))
+        path.write_text("".join(json.dumps(r) + "\n" for r in read_rows(path) if r["step"] <= last_step))
 
 
 def _last_row(run_dir: Path, step: int) -> dict | None:
-    path = run_dir / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    return rows[-1] if rows and rows[-1].get("step") == step else None
+    from gan_cli.metrics_log import read_rows
+
+    rows = read_rows(run_dir / "metrics.jsonl")
+    return rows[-1] if rows and rows[-1]["step"] == step else None
 
 
 def _with_train_defaults(cfg: DictConfig) -> DictConfig:
@@ -302,6 +300,8 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
 
     evaluator = data.evaluator(int(cfg.metrics.num_samples), int(cfg.train.seed))
     monitor = RunMonitor(gan, data, cfg, run_dir, evaluator, None)
+    if resume:
+        monitor.last_saved_step = start  # the checkpoint it resumed from is on disk
     if start >= steps:  # resuming a finished run: report its last row instead of logging the step twice
         monitor.last_row = _last_row(run_dir, start)
     tensorboard = None
@@ -323,8 +323,6 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
             except NonFiniteLoss as exc:
                 if monitor.last_saved_step >= 0:
                     good = f"the last good checkpoint {checkpoint_path(run_dir, monitor.last_saved_step).name} is kept"
-                elif resume:
-                    good = f"the checkpoint it resumed from (step {start}) is kept"
                 else:
                     good = "no checkpoint was written before it"
                 if cfg.train.on_nan != "rollback":

@@ -68,6 +68,14 @@ def test_sample_and_evaluate(ring_run, tmp_path):
     assert out.returncode == 0 and json.loads(out.stdout)["modes"] == metrics["modes"]
 
 
+def test_sample_and_evaluate_reject_bad_flags(ring_run, tmp_path):
+    run_dir, _ = ring_run
+    for args, needle in ((["sample", str(run_dir), "-o", str(tmp_path / "s.npy"), "--seed", "-1"], "--seed must be >= 0"),
+                         (["evaluate", str(run_dir), "--num-samples", "1"], "--num-samples must be >= 2")):
+        out = run_gan(args, cwd=tmp_path)
+        assert out.returncode == 2 and needle in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
 def test_multirun_two_jobs(tmp_path):
     sweep = tmp_path / "sweep"
     out = run_gan(["train", "-m", "train.seed=0,1", *TINY, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
@@ -101,6 +109,8 @@ def test_report_command_rewrites_the_report(ring_run, tmp_path):
     ("train.batch_size=0", "train.batch_size must be >= 1"),
     ("train.steps=abc", "train.steps must be an integer"),
     ("optimizer=adam optimizer.generator.lr=-0.1", "optimizer.generator.lr must be > 0"),
+    ("optimizer=adam optimizer.generator.lr=null", "optimizer.generator.lr must be set"),
+    ("optimizer=sgd optimizer.generator.momentum_final=0.7", "momentum_final and momentum_steps go together"),
     ("loss.label_smoothing=1.5", "loss.label_smoothing"),
     ("dataset.std=-1", "dataset.std must be > 0"),
     ("+dataset.bogus=3", "unknown key dataset.bogus"),

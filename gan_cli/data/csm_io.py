@@ -136,11 +136,25 @@ class CsmH5Writer:
         self.path = Path(path)
         if self.path.exists() and not force:
             raise DataError(f"{self.path} already exists; pass --force to overwrite it or choose another -o FILE")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.reference_mic = int(reference_mic)
         ch = max(1, min(chunk, n))
-        f = self.f = h5py.File(self.tmp, "w")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.f = h5py.File(self.tmp, "w")
+        except OSError as exc:
+            raise DataError(f"cannot write {self.tmp} ({str(exc).splitlines()[0]}); choose a writable -o path "
+                            "(or GAN_CLI_DATA folder) with free space") from None
+        try:
+            self._layout(n, m, ch, j_max, mic_positions, attrs)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _layout(self, n: int, m: int, ch: int, j_max: int | None, mic_positions: np.ndarray | None,
+                attrs: dict[str, Any] | None) -> None:
+        """Preallocate the chunked datasets and write the attributes."""
+        f = self.f
         f.create_dataset("csm", (n, m, m), np.complex64, chunks=(ch, m, m))
         f.create_dataset("csmtriu", (n, m, m), np.float32, chunks=(ch, m, m))
         f.create_dataset("eigenvalues", (n, m), np.float32, chunks=(ch, m))
@@ -216,8 +230,11 @@ def write_csm_h5(path: str | os.PathLike, csm: np.ndarray, *, reference_mic: int
 # --------------------------------------------------------------------------- readers
 def detect_format(path: Path) -> str:
     """``"hdf5"`` or ``"tfrecord"`` from the file's first bytes (and suffix as a hint)."""
-    with open(path, "rb") as fh:
-        head = fh.read(8)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise DataError(f"cannot read {path} ({exc.strerror or exc}); check that it is a readable file") from None
     if head == HDF5_SIGNATURE:
         return "hdf5"
     if len(head) < 8:
@@ -264,22 +281,11 @@ def read_csm_file(path: str | os.PathLike, *, freq_index: int = 0, num_mics_hint
 
 
 def _read_h5(path: Path, freq_index: int, limit: int | None) -> CsmData:
-    import h5py
-
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DataError(f"cannot open {path} as HDF5 ({str(exc).splitlines()[0][:120]}); the file is truncated or corrupt, regenerate it") from exc
-    with f:
-        if "csm" in f or "csmtriu" in f:
-            if not isinstance(f.get("csm", f.get("csmtriu")), h5py.Dataset):
-                raise DataError(f"{path}: 'csm'/'csmtriu' is not a dataset; expected the gan-cli layout (see the README section 'HDF5 layout')")
-            return _read_project_h5(path, f, limit)
-        groups = sorted((k for k in f.keys() if k.isdigit() and isinstance(f[k], h5py.Group)), key=int)
-        if groups:
-            return _read_acoupipe_h5(path, f, groups, freq_index, limit)
-        raise DataError(f"{path} holds no CSM data (no 'csm'/'csmtriu' dataset and no AcouPipe sample groups '0','1',...); "
-                        "create one with `gan data csm -o FILE.h5`")
+    """The whole file (up to ``limit`` samples) through ``CsmReader``, which detects the layout."""
+    with CsmReader(path, freq_index=freq_index, limit=limit) as reader:
+        if reader.num_samples == 0:
+            raise DataError(f"{path} holds 0 samples; regenerate the file with num_samples > 0")
+        return reader.read(slice(0, reader.num_samples))
 
 
 def _check_square(path: Path, arr_shape: tuple[int, ...], what: str) -> None:

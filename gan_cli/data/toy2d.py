@@ -66,6 +66,7 @@ class Toy2D(GanDataset):
             self.means, self.std = grid_means(), (std or 0.05)
         self.primary_metric = "modes" if self.means is not None else "kl"
         self._x = self.sample(self.num_samples, np.random.default_rng(self.seed))
+        self._bounds: tuple[float, float, float, float] | None = None
 
     # ---- sampling -----------------------------------------------------------------
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -101,12 +102,19 @@ class Toy2D(GanDataset):
         return self._x, None
 
     def bounds(self) -> tuple[float, float, float, float]:
-        """Plot/histogram window ``(xmin, xmax, ymin, ymax)``: the data's range plus a margin."""
-        if self.name.startswith("ganlab_"):
-            return 0.0, 1.0, 0.0, 1.0
-        lo, hi = np.percentile(self._x, 0.1, axis=0), np.percentile(self._x, 99.9, axis=0)
-        pad = 0.25 * (hi - lo) + 1e-3
-        return float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1])
+        """Plot/histogram window ``(xmin, xmax, ymin, ymax)``: the data's range plus a margin.
+
+        Computed once (the training sample is fixed); every evaluation's snapshot asks for it.
+        """
+        if self._bounds is None:
+            if self.name.startswith("ganlab_"):
+                self._bounds = (0.0, 1.0, 0.0, 1.0)
+            else:
+                lo, hi = np.percentile(self._x, 0.1, axis=0), np.percentile(self._x, 99.9, axis=0)
+                pad = 0.25 * (hi - lo) + 1e-3
+                self._bounds = (float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]),
+                                float(hi[1] + pad[1]))
+        return self._bounds
 
     # ---- per-snapshot extras for the report (GAN Lab's views) -------------------------
     SNAPSHOT_GRID = 60      # cells per axis of the discriminator heat map

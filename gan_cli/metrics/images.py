@@ -158,6 +158,12 @@ class ImageEvaluator:
         # training split is smaller: duplicates would give zero k-NN radii) and their feature statistics.
         x_train, _ = data.arrays()
         n_ref = min(int(num_samples), x_train.shape[0])
+        if n_ref <= max(PR_K, DC_K):
+            from gan_cli.errors import ConfigError
+
+            raise ConfigError(f"only {n_ref} reference images (metrics.num_samples={num_samples}, {x_train.shape[0]} "
+                              f"training images); the k-NN metrics need more than {max(PR_K, DC_K)}: raise "
+                              "metrics.num_samples (and dataset.limit)")
         x_ref = x_train[np.sort(rng.choice(x_train.shape[0], size=n_ref, replace=False))]
         self.num_reference = n_ref
         self.f_ref, _ = self.features(x_ref)

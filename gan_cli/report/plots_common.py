@@ -6,7 +6,6 @@ so reports render headless and in threads.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from gan_cli.errors import UserError
+from gan_cli.metrics_log import read_rows  # noqa: F401 - re-exported for the report modules
 
 # GAN Lab's visual language: green = real, purple = fake.
 REAL_COLOR = "#1a9850"
@@ -29,18 +29,6 @@ HIGHER_IS_BETTER = {"modes", "high_quality", "psd_rate", "classifier_score", "pr
 NOT_METRICS = {"step", "d_loss", "g_loss", "time"}
 
 
-def read_rows(path: Path) -> list[dict]:
-    """The rows of a ``metrics.jsonl`` (half-written or malformed lines skipped)."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int):
-                rows.append(row)
-    return rows
 
 
 def metric_names(rows: list[dict]) -> list[str]:

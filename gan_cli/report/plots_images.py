@@ -79,7 +79,7 @@ class ImageReport:
         try:
             from gan_cli.train import load_for_inference
 
-            _, _, gan = load_for_inference(self.run.path)
+            _, _, gan = load_for_inference(self.run.path, data=self.data)
             labels = np.repeat(np.arange(k, dtype=np.int32), COLS)
             fake, _ = gan.sample(len(labels), seed=int(self.run.config.train.seed) + 999, labels=labels)
             # (k * COLS) images in class order = one row per class
