@@ -89,3 +89,13 @@ def test_missing_or_corrupt_data_file_is_one_line_exit_2(tmp_path, content):
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in out.stderr, out.stderr
     assert str(path.name) in lines[0]
     assert not (run_dir / "checkpoints").exists()
+
+
+def test_wrongly_typed_simulation_key_names_the_key(tmp_path):
+    run_dir = tmp_path / "run"
+    out = run_gan(["train", "dataset=csm", "dataset.snapshots=abc", *TINY_RUN, f"hydra.run.dir={run_dir}"],
+                  cwd=tmp_path, timeout=180)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr[-2000:]
+    assert "dataset.snapshots='abc' must be an integer" in lines[0]
+    assert not (run_dir / "checkpoints").exists()

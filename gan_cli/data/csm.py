@@ -89,11 +89,10 @@ class CsmDataset(GanDataset):
             if not max_in_memory_mb > 0:
                 raise ConfigError("dataset.max_in_memory_mb must be a number > 0 (MiB) or null (never stream)")
         self.path = None if path in (None, "", "null") else Path(str(path)).expanduser()
-        self.params = SimParams(array=str(array), aperture=aperture, helmholtz=float(helmholtz),
-                                frequency=None if frequency is None else float(frequency), c=float(c),
-                                mode=str(mode), snapshots=int(snapshots), num_samples=int(num_samples),
-                                max_sources=int(max_sources),
-                                reference_mic=None if reference_mic is None else int(reference_mic), seed=int(seed))
+        self.params = SimParams.from_mapping(dict(
+            array=array, aperture=aperture, helmholtz=helmholtz, frequency=frequency, c=c, mode=mode,
+            snapshots=snapshots, num_samples=num_samples, max_sources=max_sources, reference_mic=reference_mic,
+            seed=seed))
         if self.path is None:
             self.params.validate()
         self.representation = representation

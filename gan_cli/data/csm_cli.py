@@ -58,32 +58,6 @@ def load_config(overrides: list[str]):
     return cfg
 
 
-def _as(cfg, key: str, typ, allow_none: bool = False):
-    val = cfg.get(key)
-    if val is None and allow_none:
-        return None
-    try:
-        if typ is int and (isinstance(val, bool) or float(val) != int(float(val))):
-            raise ValueError
-        return typ(val)
-    except (TypeError, ValueError):
-        kind = {int: "an integer", float: "a number", str: "a string"}[typ]
-        raise ConfigError(f"dataset.{key}={val!r} must be {kind}{' or null' if allow_none else ''}") from None
-
-
-def sim_params(cfg):
-    """Typed, range-checked SimParams from a csm dataset config."""
-    from gan_cli.data.csm_sim import SimParams
-
-    p = SimParams(array=_as(cfg, "array", str), aperture=_as(cfg, "aperture", float, True),
-                  helmholtz=_as(cfg, "helmholtz", float), frequency=_as(cfg, "frequency", float, True),
-                  c=_as(cfg, "c", float), mode=_as(cfg, "mode", str), snapshots=_as(cfg, "snapshots", int),
-                  num_samples=_as(cfg, "num_samples", int), max_sources=_as(cfg, "max_sources", int),
-                  reference_mic=_as(cfg, "reference_mic", int, True), seed=_as(cfg, "seed", int))
-    p.validate()
-    return p
-
-
 def generate_command(output: str, force: bool, overrides: list[str]) -> int:
     """Simulate a CSM set per the overrides into ``output`` (HDF5, atomic); print a one-line summary."""
     from gan_cli.data.csm_sim import CsmSimulator
@@ -94,7 +68,10 @@ def generate_command(output: str, force: bool, overrides: list[str]) -> int:
         raise ConfigError(f"output {output!r} must end in .h5 (HDF5); e.g. gan data csm -o csm.h5")
     if out.exists() and not force:
         raise DataError(f"{out} already exists; pass --force to overwrite it or choose another -o FILE")
-    params = sim_params(load_config(overrides))
+    from gan_cli.data.csm_sim import SimParams
+
+    params = SimParams.from_mapping(load_config(overrides))
+    params.validate()
     sim = CsmSimulator(params)
     t0 = time.perf_counter()
     sim.write(out, force=force, progress=True)

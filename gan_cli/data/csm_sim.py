@@ -76,6 +76,28 @@ class SimParams:
     reference_mic: int | None = None
     seed: int = 0
 
+    @classmethod
+    def from_mapping(cls, cfg: Any) -> "SimParams":
+        """Typed parameters from a mapping with the simulation keys (a csm dataset config or the
+        constructor's keywords); a value of the wrong type is a one-line ConfigError naming the key."""
+        def typed(key: str, typ: type, allow_none: bool = False):
+            val = cfg.get(key)
+            if val is None and allow_none:
+                return None
+            try:
+                if typ is int and (isinstance(val, bool) or float(val) != int(float(val))):
+                    raise ValueError
+                return typ(val)
+            except (TypeError, ValueError):
+                kind = {int: "an integer", float: "a number", str: "a string"}[typ]
+                raise ConfigError(f"dataset.{key}={val!r} must be {kind}{' or null' if allow_none else ''}") from None
+
+        return cls(array=typed("array", str), aperture=typed("aperture", float, True),
+                   helmholtz=typed("helmholtz", float), frequency=typed("frequency", float, True),
+                   c=typed("c", float), mode=typed("mode", str), snapshots=typed("snapshots", int),
+                   num_samples=typed("num_samples", int), max_sources=typed("max_sources", int),
+                   reference_mic=typed("reference_mic", int, True), seed=typed("seed", int))
+
     def validate(self) -> None:
         """Raise ConfigError on out-of-range values."""
         if self.mode not in MODES:
