@@ -171,7 +171,9 @@ class _GracefulStop:
                 if stop.signum is not None:
                     self.model.stop_training = True
 
-            on_epoch_begin = on_train_batch_end
+            # after the block's evaluation/checkpoint (this callback runs after RunMonitor), so a
+            # signal that arrives while they run stops fit before the next block starts
+            on_epoch_end = on_epoch_begin = on_train_batch_end
 
         return StopOnSignal()
 
