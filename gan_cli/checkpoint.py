@@ -61,6 +61,15 @@ def latest_checkpoint(path: Path) -> Path:
     return ckpts[-1]
 
 
+def state_groups(gan, optimizers: bool = True) -> list[tuple[str, list]]:
+    """``(prefix, variables)`` of everything a checkpoint holds besides the round counter, in file order:
+    ``g``/``d`` network weights and (with ``optimizers``) ``g_opt``/``d_opt`` optimizer variables."""
+    groups = [("g", list(gan.generator.weights)), ("d", list(gan.discriminator.weights))]
+    if optimizers:
+        groups += [("g_opt", list(gan.g_optimizer.variables)), ("d_opt", list(gan.d_optimizer.variables))]
+    return groups
+
+
 def save_checkpoint(gan, cfg: DictConfig, run_dir: Path, keep: int) -> Path:
     """Write the state of ``gan`` at its current round; keep the newest ``keep`` checkpoints."""
     step = int(gan.round.numpy())
@@ -68,8 +77,7 @@ def save_checkpoint(gan, cfg: DictConfig, run_dir: Path, keep: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {"round": np.asarray(step, np.int64),
                                      "config": np.asarray(OmegaConf.to_yaml(cfg))}
-    for prefix, variables in (("g", gan.generator.weights), ("d", gan.discriminator.weights),
-                              ("g_opt", gan.g_optimizer.variables), ("d_opt", gan.d_optimizer.variables)):
+    for prefix, variables in state_groups(gan):
         for i, v in enumerate(variables):
             arrays[f"{prefix}/{i}"] = np.asarray(v.numpy() if hasattr(v, "numpy") else v)
     tmp = path.with_name(path.name + ".tmp")
@@ -123,10 +131,8 @@ def restore(gan, path: Path, optimizers: bool = True) -> int:
     """Load weights (and optimizer state) from ``path`` into a built ``gan``; returns the round."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            groups = [("g", gan.generator.weights), ("d", gan.discriminator.weights)]
-            if optimizers:
-                groups += [("g_opt", gan.g_optimizer.variables), ("d_opt", gan.d_optimizer.variables)]
-            values = [(v, f[f"{prefix}/{i}"]) for prefix, variables in groups for i, v in enumerate(variables)]
+            values = [(v, f[f"{prefix}/{i}"]) for prefix, variables in state_groups(gan, optimizers)
+                      for i, v in enumerate(variables)]
             step = int(f["round"])
     except _READ_ERRORS as exc:
         raise UserError(f"{path} is not a readable gan-cli checkpoint ({type(exc).__name__}); "

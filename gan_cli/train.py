@@ -194,8 +194,9 @@ def _signals_ignored():
 
 def _state(gan) -> list:
     """An in-memory copy of everything a checkpoint holds (used to roll back before the first checkpoint)."""
-    variables = [*gan.generator.weights, *gan.discriminator.weights, *gan.g_optimizer.variables,
-                 *gan.d_optimizer.variables, gan.round]
+    from gan_cli.checkpoint import state_groups
+
+    variables = [v for _, group in state_groups(gan) for v in group] + [gan.round]
     return [(v, np.array(v.numpy())) for v in variables]
 
 
