@@ -217,7 +217,7 @@ def _last_metrics(run_dir: Path) -> dict:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run_dir} has no metrics.jsonl; give the folder of a finished gan train run")
-    from gan_cli.metrics_log import read_rows
+    from gan_cli.run_files import read_rows
 
     rows = read_rows(path)
     if not rows:
@@ -233,8 +233,6 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     """
     import datetime
 
-    import yaml
-
     run = Path(args.run)
     if not run.is_dir():
         raise UserError(f"{run} is not a run folder; give a folder written by gan train (outputs/DATE/TIME)")
@@ -242,7 +240,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if not saved.is_file():
         raise UserError(f"{run} has no .hydra/overrides.yaml; give a run folder written by gan train")
     original = _last_metrics(run)
-    old = [o for o in (yaml.safe_load(saved.read_text()) or []) if not o.lstrip("+~").startswith("hydra.")]
+    from gan_cli.run_files import read_overrides
+
+    saved_overrides = read_overrides(run)
+    if saved_overrides is None:
+        raise UserError(f"{saved} is not a YAML list of overrides; restore it or re-run with gan train")
+    old = [o for o in saved_overrides if not o.lstrip("+~").startswith("hydra.")]
     now = datetime.datetime.now()
     new_dir = Path("outputs") / now.strftime("%Y-%m-%d") / (now.strftime("%H-%M-%S-%f") + "_reproduce")
     rc = cmd_train(old + list(args.overrides) + [f"hydra.run.dir={new_dir}"])

@@ -99,7 +99,7 @@ def _device_line() -> str:
 def _trim_metrics(run_dir: Path, last_step: int) -> None:
     """Drop metrics.jsonl rows after ``last_step`` (they will be recomputed after a resume or a
     rollback) and any half-written row a killed process left at the end."""
-    from gan_cli.metrics_log import read_rows
+    from gan_cli.run_files import read_rows
 
     path = run_dir / "metrics.jsonl"
     if path.exists():
@@ -107,7 +107,7 @@ def _trim_metrics(run_dir: Path, last_step: int) -> None:
 
 
 def _last_row(run_dir: Path, step: int) -> dict | None:
-    from gan_cli.metrics_log import read_rows
+    from gan_cli.run_files import read_rows
 
     rows = read_rows(run_dir / "metrics.jsonl")
     return rows[-1] if rows and rows[-1]["step"] == step else None

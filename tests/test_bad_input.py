@@ -251,3 +251,15 @@ def test_resume_bad_targets(tmp_path, capsys, case):
     needle = {"missing_folder": "does not exist", "checkpoint_file": "gan resume takes the run folder",
               "truncated_checkpoint": "not a readable gan-cli checkpoint"}[case]
     assert needle in line
+
+
+def test_reproduce_with_a_corrupt_overrides_file_is_one_line(tmp_path, capsys):
+    from gan_cli.cli import main
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": 10, "d_loss": 1.0}\n')
+    (run / ".hydra" / "overrides.yaml").write_text("{not: [a list\n")
+    assert main(["reproduce", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a YAML list of overrides" in err and "Traceback" not in err

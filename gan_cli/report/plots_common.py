@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from gan_cli.errors import UserError
-from gan_cli.metrics_log import read_rows  # noqa: F401 - re-exported for the report modules
+from gan_cli.run_files import read_overrides, read_rows  # noqa: F401 - re-exported for the report modules
 
 # GAN Lab's visual language: green = real, purple = fake.
 REAL_COLOR = "#1a9850"
@@ -39,20 +39,6 @@ def metric_names(rows: list[dict]) -> list[str]:
             if k not in NOT_METRICS and k not in names and (v is None or isinstance(v, (int, float))):
                 names.append(k)
     return names
-
-
-def read_overrides(run_dir: Path) -> list[str] | None:
-    """``.hydra/overrides.yaml`` as a list of strings, or None when the run has none."""
-    import yaml
-
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return None
-    try:
-        value = yaml.safe_load(path.read_text()) or []
-    except yaml.YAMLError:
-        return None
-    return [str(v) for v in value] if isinstance(value, list) else None
 
 
 @dataclass

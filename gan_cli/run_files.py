@@ -1,4 +1,4 @@
-"""Reading a run's ``metrics.jsonl``: one JSON object per evaluation with an integer ``step``."""
+"""Reading what a run folder holds: ``metrics.jsonl`` rows and Hydra's ``.hydra/overrides.yaml``."""
 
 from __future__ import annotations
 
@@ -18,3 +18,17 @@ def read_rows(path: Path) -> list[dict]:
             if isinstance(row, dict) and isinstance(row.get("step"), int):
                 rows.append(row)
     return rows
+
+
+def read_overrides(run_dir: Path) -> list[str] | None:
+    """``.hydra/overrides.yaml`` as a list of strings, or None when the run has none or it is unreadable."""
+    import yaml
+
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    try:
+        value = yaml.safe_load(path.read_text()) or []
+    except yaml.YAMLError:
+        return None
+    return [str(v) for v in value] if isinstance(value, list) else None
