@@ -1,7 +1,8 @@
 """Checkpoints: one ``.npz`` per save holding both networks' weights, both optimizers' state,
 the round counter and the resolved config (YAML), written atomically (temp file + rename).
 
-Layout inside the file: ``g/<i>``, ``d/<i>`` (``model.weights`` order), ``g_opt/<i>``,
+Layout inside the file: ``g/<i>``, ``d/<i>`` (``model.weights`` order), ``g_ema/<i>`` (with
+``train.g_ema``), ``g_opt/<i>``,
 ``d_opt/<i>`` (``optimizer.variables`` order: iteration count, learning rate, slots),
 ``round`` (int64 scalar), ``config`` (str).
 
@@ -63,10 +64,17 @@ def latest_checkpoint(path: Path) -> Path:
 
 def state_groups(gan, optimizers: bool = True) -> list[tuple[str, list]]:
     """``(prefix, variables)`` of everything a checkpoint holds besides the round counter, in file order:
-    ``g``/``d`` network weights and (with ``optimizers``) ``g_opt``/``d_opt`` optimizer variables."""
+    ``g``/``d`` network weights, ``g_ema`` (the EMA generator, with ``train.g_ema``), (with ``optimizers``)
+    ``g_opt``/``d_opt`` optimizer variables, then
+    whatever a GAN subclass adds through ``extra_state_groups(optimizers)`` (GN-GAN: ``e``/``e_opt``, its
+    encoder and the encoder's optimizer)."""
     groups = [("g", list(gan.generator.weights)), ("d", list(gan.discriminator.weights))]
+    if getattr(gan, "ema_generator", None) is not None:  # train.g_ema: the averaged generator inference uses
+        groups.append(("g_ema", list(gan.ema_generator.weights)))
     if optimizers:
         groups += [("g_opt", list(gan.g_optimizer.variables)), ("d_opt", list(gan.d_optimizer.variables))]
+    if hasattr(gan, "extra_state_groups"):
+        groups += gan.extra_state_groups(optimizers)
     return groups
 
 

@@ -24,9 +24,13 @@ Compose conf/config.yaml with Hydra overrides and train, e.g.
   gan train loss=wgan dataset=csm
   gan train dataset=grid experiment=grid train.seed=3
   gan train -m loss=wgan,wgan_gp train.n_critic=1,5       (a sweep: one folder per job)
+  gan train -m hydra/launcher=joblib hydra.launcher.n_jobs=4 train.seed=0,1,2,3   (jobs in parallel processes)
+  gan train -m hparams_search=toy2d_optuna                 (an Optuna search; see README "Scaling out")
+  gan train train.strategy=mirrored                         (all GPUs of this machine; multiworker: TF_CONFIG)
 Groups: dataset (ring grid parabola ganlab_* csm digits mnist fashion_mnist folder h5),
         loss (gan nsgan mlgan lsgan wgan wgan_gp hinge), model (auto mlp maxout csm_mlp dcgan),
-        optimizer (auto adam adam_wgangp rmsprop sgd), experiment (see conf/experiment).
+        optimizer (auto adam adam_wgangp rmsprop sgd), experiment (see conf/experiment),
+        hparams_search (toy2d_optuna csm_optuna).
 Sections: train.*, latent.*, metrics.*. Run folder: outputs/DATE/TIME (hydra.run.dir=... to choose).
 """
 
@@ -66,14 +70,17 @@ def _quiet_tensorflow() -> None:
 
 
 def _expand_sweeps(overrides: list[str]) -> list[list[str]]:
-    """All concrete override lists of a (possibly sweeping) override list."""
+    """All concrete override lists of a (possibly sweeping) override list. An ``interval(a, b)``
+    search range (Optuna sweeper) stands for its two ends, which is what the checks need."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     choices = []
     for o in parsed:
         key = o.get_key_element()
-        if o.is_sweep_override():
+        if o.is_interval_sweep():
+            values = [str(o.value().start), str(o.value().end)]
+        elif o.is_sweep_override():
             values = list(o.sweep_string_iterator())
         else:
             values = [o.get_value_element_as_str()]
@@ -95,15 +102,57 @@ def validate_overrides(overrides: list[str], multirun: bool) -> None:
         jobs = _expand_sweeps(user) if multirun else [user]
     except HydraException as exc:
         raise UserError(f"cannot parse overrides: {str(exc).splitlines()[0]}") from None
+    hydra_overrides = [o for o in overrides if o not in user]
+
+    def checked(job: list[str], where: str = ""):
+        try:
+            cfg = compose("config", overrides=job)
+        except (HydraException, OmegaConfBaseException) as exc:
+            text = " ".join(str(exc).split()).split(" Config search path")[0]
+            raise UserError(f"{where}{text}  (see `gan train --help`)") from None
+        try:
+            validate(cfg)
+        except UserError as exc:
+            if not where:
+                raise
+            raise type(exc)(f"{where}{exc}") from None
+
     with initialize_config_module("gan_cli.conf", version_base="1.3"):
         for job in jobs[:2000]:
-            try:
-                cfg = compose("config", overrides=job)
-            except (HydraException, OmegaConfBaseException) as exc:
-                text = " ".join(str(exc).split()).split(" Config search path")[0]
-                raise UserError(f"{text}  (see `gan train --help`)") from None
-            validate(cfg)
+            checked(job)
+        if multirun:
+            for job, where in _search_space_jobs(jobs[0], hydra_overrides, compose):
+                checked(job, where)
     _check_output_dir(overrides, multirun)
+
+
+def _search_space_jobs(job: list[str], hydra_overrides: list[str], compose) -> list[tuple[list[str], str]]:
+    """Jobs covering every value of the config's ``hydra.sweeper.params`` (the search space of an
+    ``hparams_search`` config): all parameters at their first value, then each parameter through
+    its values (an interval: its ends) with the others at their first; each with a label naming it."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        full = compose("config", overrides=job + hydra_overrides, return_hydra_config=True)
+        params = full.hydra.sweeper.get("params") or {}
+    except (HydraException, OmegaConfBaseException):
+        return []  # a bad hydra override: Hydra itself reports it
+    given = {o.lstrip("+~").partition("=")[0] for o in job}  # fixed on the command line: not searched
+    space = {}
+    for key, value in params.items():
+        if key in given:
+            continue
+        try:
+            space[key] = [o[0] for o in _expand_sweeps([f"{key}={value}"])]
+        except HydraException as exc:
+            raise UserError(f"hydra.sweeper.params.{key}: cannot parse '{value}': {str(exc).splitlines()[0]}") from None
+    first = {k: v[0] for k, v in space.items()}
+    out = [(job + list(first.values()), "search space: ")]
+    for key, values in space.items():
+        for v in values[1:]:
+            out.append((job + [v if k == key else first[k] for k in space], f"hydra.sweeper.params {v}: "))
+    return out
 
 
 def _check_output_dir(overrides: list[str], multirun: bool) -> None:
@@ -134,7 +183,9 @@ def cmd_train(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE_TRAIN)
         return 0
-    multirun = any(a in ("-m", "--multirun") for a in argv)
+    # an hparams_search config sets hydra.mode=MULTIRUN itself (hydra.mode=RUN: one run with its settings)
+    multirun = any(a in ("-m", "--multirun") for a in argv) or (
+        any(a.startswith("hparams_search=") for a in argv) and "hydra.mode=RUN" not in argv)
     overrides = [a for a in argv if a not in ("-m", "--multirun")]
     bad = [a for a in overrides if a.startswith("-")]
     if bad:
@@ -248,7 +299,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     old = [o for o in saved_overrides if not o.lstrip("+~").startswith("hydra.")]
     now = datetime.datetime.now()
     new_dir = Path("outputs") / now.strftime("%Y-%m-%d") / (now.strftime("%H-%M-%S-%f") + "_reproduce")
-    rc = cmd_train(old + list(args.overrides) + [f"hydra.run.dir={new_dir}"])
+    # a trial of an Optuna search: its overrides hold the sampled values; run it once, not a new search
+    single = ["hydra.mode=RUN"] if any(o.startswith("hparams_search=") for o in old) else []
+    rc = cmd_train(old + list(args.overrides) + [f"hydra.run.dir={new_dir}"] + single)
     if rc:
         return rc
     fresh = _last_metrics(new_dir)

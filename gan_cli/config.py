@@ -17,13 +17,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from gan_cli.errors import ConfigError
 
-LOSS_NAMES = ("gan", "nsgan", "mlgan", "lsgan", "wgan", "wgan_gp", "hinge")
+LOSS_NAMES = ("gan", "nsgan", "mlgan", "lsgan", "wgan", "wgan_gp", "hinge", "gngan")
 
 # key -> (type, minimum, allow null)
 TRAIN_SCHEMA: dict[str, tuple[type, float | None, bool]] = {
     "steps": (int, 1, True),
     "batch_size": (int, 1, True),
-    "n_critic": (int, 1, True),
+    "n_critic": (object, None, True),  # a count or a {round: count} schedule: checked by gan_cli.schedule
     "n_gen": (int, 1, False),
     "seed": (int, 0, False),
     "eval_every": (int, 1, True),
@@ -31,6 +31,7 @@ TRAIN_SCHEMA: dict[str, tuple[type, float | None, bool]] = {
     "keep_checkpoints": (int, 1, False),
     "steps_per_execution": (int, 1, False),
     "jit_compile": (bool, None, False),
+    "mixed_precision": (bool, None, False),
     "progress": (bool, None, False),
     "deterministic": (bool, None, False),
     "on_nan": (str, None, False),
@@ -38,12 +39,15 @@ TRAIN_SCHEMA: dict[str, tuple[type, float | None, bool]] = {
     "max_rollbacks": (int, 0, False),
     "tensorboard": (bool, None, False),
     "report": (bool, None, False),
+    "unroll_steps": (int, 0, False),
+    "g_ema": (float, 0, False),
+    "strategy": (str, None, False),
 }
 ON_NAN = ("stop", "rollback")
 # Integers above this are rejected (seeds, counts and sizes all end up in int32/int64 tensors).
 MAX_INT = 2**31 - 1
 LATENT_SCHEMA = {"dim": (int, 1, True), "distribution": (str, None, False)}
-METRICS_SCHEMA = {"num_samples": (int, 2, False), "parzen": (bool, None, False)}
+METRICS_SCHEMA = {"num_samples": (int, 2, False), "parzen": (bool, None, False), "objective": (str, None, True)}
 TOP_LEVEL = {"dataset", "loss", "model", "optimizer", "latent", "train", "metrics", "experiment"}
 
 
@@ -113,6 +117,9 @@ def validate(cfg: DictConfig) -> None:
     _check_section(cfg, "latent", LATENT_SCHEMA)
     _check_section(cfg, "metrics", METRICS_SCHEMA)
     _check_nan_policy(cfg.train)
+    from gan_cli.distribute import check_name
+
+    check_name(cfg.train.strategy)
     if cfg.latent.distribution not in ("gaussian", "uniform"):
         raise ConfigError(f"latent.distribution '{cfg.latent.distribution}' unknown; valid: gaussian, uniform")
 
@@ -120,7 +127,7 @@ def validate(cfg: DictConfig) -> None:
     if loss.get("name") not in LOSS_NAMES:
         raise ConfigError(f"unknown loss '{loss.get('name')}'; valid: {', '.join(LOSS_NAMES)}")
     _number("loss.label_smoothing", loss.get("label_smoothing", 1.0), 0.0, 1.0, low_open=True)
-    if loss.name in ("wgan", "wgan_gp", "hinge") and loss.get("label_smoothing", 1.0) != 1.0:
+    if loss.name in ("wgan", "wgan_gp", "hinge", "gngan") and loss.get("label_smoothing", 1.0) != 1.0:
         raise ConfigError(f"loss.label_smoothing applies to gan, nsgan, mlgan and lsgan, not {loss.name}; remove it")
     if "clip_value" in loss:
         _number("loss.clip_value", loss.clip_value, 0.0, low_open=True)
@@ -140,6 +147,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model '{cfg.model.get('name')}' has no generator section")
     _check_dataset_keys(cfg.dataset)
     _check_pack(cfg)
+    from gan_cli.techniques_config import check_techniques_b
+
+    check_techniques_b(cfg)  # minibatch discrimination, virtual batch norm, GN-GAN
+    from gan_cli.techniques import check as check_techniques_a
+
+    check_techniques_a(cfg)  # feature matching, R1, unrolling, generator EMA, n_critic schedule, spectral norm
 
 
 PACK_MODELS = ("mlp", "maxout")

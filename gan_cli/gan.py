@@ -15,18 +15,27 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from gan_cli.distribute import assign_everywhere, replica_rows, replica_share, step_logs
 from gan_cli.errors import ConfigError
-from gan_cli.losses import LossPair, gradient_penalty
+from gan_cli.ema import make_ema_generator, update_ema
+from gan_cli.losses import LossPair, feature_matching_loss, gradient_penalty, r1_penalty
+from gan_cli.models.features import feature_model
+from gan_cli.unroll import unrolled_weights
 
 # First component of the stateless seed per random purpose (second component: the slot counter).
 _LATENT, _LABELS, _EPSILON = 0, 1, 2
+# Rounds with more discriminator updates than this run them in a graph loop rather than unrolled:
+# tracing then costs one update instead of n_critic (WGAN's schedule starts with 100 per round).
+CRITIC_UNROLL_MAX = 10
 
 
 class GAN(keras.Model):
     """Generator + discriminator trained adversarially.
 
-    ``fit`` data: per round, real batches ``x`` of shape ``(n_critic, B, *sample_shape)``
-    (and labels ``y`` of shape ``(n_critic, B)`` int32 for conditional models).
+    ``fit`` data: per round, real batches ``x`` of shape ``(B, n_critic, *sample_shape)``
+    (and labels ``y`` of shape ``(B, n_critic)`` int32 for conditional models); batch axis first,
+    so that ``tf.distribute`` (``train.strategy``, see ``gan_cli.distribute``) splits ``B`` across
+    replicas.
 
     PacGAN packing (Lin et al. 2018), ``pack=m > 1``: in training the discriminator sees packs
     of m samples concatenated along the feature axis (``pack_samples``: ``(B, *shape)`` ->
@@ -39,7 +48,9 @@ class GAN(keras.Model):
     def __init__(self, generator: keras.Model, discriminator: keras.Model, loss: LossPair,
                  loss_params: dict[str, Any], latent_dim: int, latent_distribution: str = "gaussian",
                  n_critic: int = 1, n_gen: int = 1, clip_value: float | None = None, gp_weight: float = 0.0,
-                 seed: int = 0, conditional: bool = False, num_classes: int = 0, pack: int = 1, **kwargs):
+                 seed: int = 0, conditional: bool = False, num_classes: int = 0, pack: int = 1,
+                 feature_matching: float = 0.0, feature_matching_only: bool = False, r1_weight: float = 0.0,
+                 unroll_steps: int = 0, g_ema: float = 0.0, slot_stride: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.generator, self.discriminator = generator, discriminator
         self.loss_pair, self.loss_params = loss, dict(loss_params)
@@ -54,13 +65,39 @@ class GAN(keras.Model):
             raise ConfigError(f"model.pack must be >= 1, got {pack}")
         if self.pack > 1 and self.conditional:
             raise ConfigError("model.pack > 1 (PacGAN) does not support model.conditional=true; use model.pack=1")
-        self.round = tf.Variable(0, dtype=tf.int64, trainable=False, name="round")
+        # one increment per round also under tf.distribute (each replica runs train_step)
+        self.round = tf.Variable(0, dtype=tf.int64, trainable=False, name="round",
+                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+        self._init_techniques(feature_matching, feature_matching_only, r1_weight, unroll_steps, g_ema, slot_stride)
+
+    def _init_techniques(self, feature_matching, feature_matching_only, r1_weight, unroll_steps, g_ema, slot_stride):
+        """Stabilisation options (README "Stabilisation techniques").
+
+        ``feature_matching`` w > 0 (Salimans et al. 2016): G's loss gains w * ||mean f(x) - mean f(G(z))||^2,
+        f = D's ``features`` layer (``feature_matching_only``: it replaces the adversarial G loss);
+        ``r1_weight`` gamma: D's loss gains gamma/2 * E ||grad_x D(x)||^2 on real data (Mescheder et al. 2018);
+        ``unroll_steps`` k: G's loss is taken through k look-ahead D updates (Metz et al. 2017, gan_cli.unroll);
+        ``g_ema`` d > 0: a shadow generator averages G's weights and is used for inference (gan_cli.ema);
+        ``slot_stride``: random slots per round (``schedule.slot_stride``: the largest n_critic + n_gen),
+        fixed for a run whose n_critic follows a schedule.
+        """
+        self.feature_matching, self.feature_matching_only = float(feature_matching), bool(feature_matching_only)
+        self.r1_weight, self.unroll_steps, self.g_ema = float(r1_weight), int(unroll_steps), float(g_ema)
+        self.slot_stride = int(slot_stride) if slot_stride else self.n_critic + self.n_gen
+        self.d_features = feature_model(self.discriminator) if self.feature_matching > 0 else None
+        if self.d_features is not None:  # its weights are D's, possibly listed in another order
+            index = {id(v): i for i, v in enumerate(self.discriminator.trainable_variables)}
+            self._feature_order = [index[id(v)] for v in self.d_features.trainable_variables]
+        self.ema_generator = make_ema_generator(self.generator) if self.g_ema > 0 else None
 
     def compile(self, g_optimizer, d_optimizer, **kwargs):  # noqa: D401 - Keras signature
         """Attach the two optimizers (built eagerly so their slots exist before tracing)."""
         super().compile(**kwargs)
+        # G and D are built already and train_step never runs call(); marked built so that Keras'
+        # tf.distribute path does not trace call() on a data batch to build the model
+        self.built = True
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         g_optimizer.build(self.generator.trainable_variables)
         d_optimizer.build(self.discriminator.trainable_variables)
@@ -74,19 +111,29 @@ class GAN(keras.Model):
         return tf.stack([tf.constant(self.seed * 8 + purpose, tf.int64), tf.cast(slot, tf.int64)])
 
     def latent(self, batch, slot) -> tf.Tensor:
-        """Noise ``(batch, latent_dim)``: N(0, I) or U[-1, 1], keyed on ``slot``."""
-        shape = tf.stack([batch, self.latent_dim])
-        if self.latent_distribution == "uniform":
-            return tf.random.stateless_uniform(shape, self._key(_LATENT, slot), -1.0, 1.0)
-        return tf.random.stateless_normal(shape, self._key(_LATENT, slot))
+        """Noise ``(batch, latent_dim)``: N(0, I) or U[-1, 1], keyed on ``slot`` (under tf.distribute:
+        this replica's rows of the global batch's noise, ``distribute.replica_rows``)."""
+        def draw(n):
+            shape = tf.stack([n, self.latent_dim])
+            if self.latent_distribution == "uniform":
+                return tf.random.stateless_uniform(shape, self._key(_LATENT, slot), -1.0, 1.0)
+            return tf.random.stateless_normal(shape, self._key(_LATENT, slot))
+
+        return replica_rows(draw, batch)
 
     def random_labels(self, batch, slot) -> tf.Tensor:
-        return tf.random.stateless_uniform(tf.reshape(batch, [1]), self._key(_LABELS, slot), 0,
-                                           self.num_classes, dtype=tf.int32)
+        return replica_rows(lambda n: tf.random.stateless_uniform(tf.reshape(n, [1]), self._key(_LABELS, slot), 0,
+                                                                  self.num_classes, dtype=tf.int32), batch)
+
+    def _epsilon(self, batch, slot) -> tf.Tensor:
+        """Gradient-penalty interpolation weights ``(batch,)`` from U[0, 1)."""
+        return replica_rows(lambda n: tf.random.stateless_uniform(tf.reshape(n, [1]), self._key(_EPSILON, slot)), batch)
 
     # ---- networks -----------------------------------------------------------------
     def generate(self, z, labels=None, training: bool = False):
-        return self.generator([z, labels] if self.conditional else z, training=training)
+        """G(z) in training; outside training the EMA generator when ``g_ema`` is on (sampling, evaluation)."""
+        net = self.ema_generator if self.ema_generator is not None and not training else self.generator
+        return net([z, labels] if self.conditional else z, training=training)
 
     def pack_samples(self, x) -> tf.Tensor:
         """``(B, *shape)`` -> ``(B/m, m * prod(shape))``: row i = samples ``i*m .. i*m+m-1`` flattened and
@@ -114,6 +161,68 @@ class GAN(keras.Model):
     def call(self, z, training=False):
         return self.generator(z, training=training)
 
+    def _d_inputs(self, x, labels=None, packed: bool = False):
+        """D's Keras inputs for samples ``x`` ``(B, *shape)`` (``packed``: ``x`` is already ``(B/m, m * F)``)."""
+        if self.pack == 1:
+            return [x, labels] if self.conditional else x
+        return x if packed else self.pack_samples(x)
+
+    def _run_d(self, inputs, weights=None, features: bool = False):
+        """D in training mode on Keras ``inputs``: logits ``(B', 1)``, or ``(features (B', F), logits)``.
+
+        ``weights``: tensors replacing D's trainable weights (``discriminator.trainable_variables`` order),
+        for the unrolled look-ahead (the variables keep their values)."""
+        net = self.d_features if features else self.discriminator
+        if weights is None:
+            return net(inputs, training=True)
+        if features:
+            weights = [weights[i] for i in self._feature_order]
+        out, _ = net.stateless_call(weights, [v.value for v in net.non_trainable_variables], inputs, training=True)
+        return out
+
+    def discriminator_loss(self, x, y, fake, slot, weights=None):
+        """D's objective for real ``x`` and generated ``fake`` ``(B, *shape)`` (labels ``y`` for both).
+
+        The loss family's D loss, plus ``gp_weight`` * the gradient penalty (wgan_gp; with packing on
+        interpolated packs) and ``r1_weight``/2 * E ||grad_x D(x)||^2 on the real (packed) batch.
+        ``weights``: see ``_run_d``."""
+        def d(inputs):
+            return self._run_d(inputs, weights)
+
+        d_loss = self.loss_pair.discriminator(d(self._d_inputs(x, y)), d(self._d_inputs(fake, y)),
+                                              **self.loss_params)
+        real_p = self.pack_samples(x)  # x itself without packing
+        if self.gp_weight > 0:  # with packing: one interpolation weight per pack (PacGAN + WGAN-GP)
+            eps = self._epsilon(tf.shape(real_p)[0], slot)
+            gp = gradient_penalty(lambda t: d(self._d_inputs(t, y, packed=True)), real_p, self.pack_samples(fake), eps)
+            d_loss = d_loss + self.gp_weight * gp
+        if self.r1_weight > 0:
+            r1 = r1_penalty(lambda t: d(self._d_inputs(t, y, packed=True)), real_p)
+            d_loss = d_loss + 0.5 * self.r1_weight * r1
+        return d_loss
+
+    def generator_loss(self, fake, y, x_real=None, y_real=None, weights=None):
+        """G's objective for ``fake`` ``(B, *shape)`` with labels ``y``: the loss family's G loss, plus (or,
+        with ``feature_matching_only``, instead) ``feature_matching`` * ||mean f(x_real) - mean f(fake)||^2,
+        f = D's ``features`` layer, ``x_real``/``y_real`` a real batch. ``weights``: see ``_run_d``."""
+        fake_in = self._d_inputs(fake, y)
+        if self.d_features is None:
+            return self.loss_pair.generator(self._run_d(fake_in, weights), **self.loss_params)
+        fake_features, fake_logits = self._run_d(fake_in, weights, features=True)
+        real_features, _ = self._run_d(self._d_inputs(x_real, y_real), weights, features=True)
+        g_loss = self.feature_matching * feature_matching_loss(real_features, fake_features)
+        if not self.feature_matching_only:
+            g_loss = g_loss + self.loss_pair.generator(fake_logits, **self.loss_params)
+        return g_loss
+
+    def _unrolled_weights(self, z, fake, x_real, y_real, slot):
+        """D's trainable weights after ``unroll_steps`` look-ahead updates on ``x_real`` and ``fake`` (gan_cli.unroll)."""
+        if self.conditional:  # D's objective pairs real and fake samples under the real labels, as in d_step
+            fake = self.generate(z, y_real, training=True)
+        return unrolled_weights(lambda w: self.discriminator_loss(x_real, y_real, fake, slot, w),
+                                self.discriminator.trainable_variables, self.d_optimizer, self.unroll_steps,
+                                self.clip_value)
+
     # ---- one round ----------------------------------------------------------------
     def d_step(self, x, y, slot):
         """One discriminator update on real batch ``x`` ``(B, ...)``; returns its loss."""
@@ -121,37 +230,33 @@ class GAN(keras.Model):
         z = self.latent(batch, slot)
         with tf.GradientTape() as tape:
             fake = self.generate(z, y, training=True)
-            real_logits = self.critic_packed(x, y, training=True)
-            fake_logits = self.critic_packed(fake, y, training=True)
-            d_loss = self.loss_pair.discriminator(real_logits, fake_logits, **self.loss_params)
-            if self.gp_weight > 0:
-                if self.pack == 1:
-                    eps = tf.random.stateless_uniform(tf.reshape(batch, [1]), self._key(_EPSILON, slot))
-                    gp = gradient_penalty(lambda t: self.critic(t, y, training=True), x, fake, eps)
-                else:  # interpolate packed rows: one weight per pack (PacGAN + WGAN-GP)
-                    real_p, fake_p = self.pack_samples(x), self.pack_samples(fake)
-                    eps = tf.random.stateless_uniform(tf.reshape(tf.shape(real_p)[0], [1]), self._key(_EPSILON, slot))
-                    gp = gradient_penalty(lambda t: self.discriminator(t, training=True), real_p, fake_p, eps)
-                d_loss = d_loss + self.gp_weight * gp
+            d_loss = self.discriminator_loss(x, y, fake, slot)
+            # identity unless the optimizer is a LossScaleOptimizer (train.mixed_precision), which
+            # unscales the gradients again in apply_gradients
+            scaled = self.d_optimizer.scale_loss(d_loss)
         variables = self.discriminator.trainable_variables
-        grads = tape.gradient(d_loss, variables)
+        grads = replica_share(tape.gradient(scaled, variables))  # Keras sums replicas' gradients
         self.d_optimizer.apply_gradients(zip(grads, variables))
         if self.clip_value is not None:
             c = self.clip_value
-            for v in variables:  # WGAN: clip every critic weight into [-c, c]
-                v.assign(tf.clip_by_value(v, -c, c))
+            # WGAN: clip every critic weight into [-c, c] (on every replica's copy)
+            assign_everywhere(variables, lambda v: tf.clip_by_value(v, -c, c))
         return d_loss
 
-    def g_step(self, batch, slot):
-        """One generator update on ``batch`` fresh noise vectors; returns its loss."""
+    def g_step(self, batch, slot, x_real=None, y_real=None):
+        """One generator update on ``batch`` fresh noise vectors; returns its loss.
+
+        ``x_real``/``y_real``: a real batch (the round's last), read by feature matching and the unrolled
+        look-ahead (``train_step`` passes it only when one of them is on)."""
         z = self.latent(batch, slot)
         y = self.random_labels(batch, slot) if self.conditional else None
         with tf.GradientTape() as tape:
             fake = self.generate(z, y, training=True)
-            fake_logits = self.critic_packed(fake, y, training=True)
-            g_loss = self.loss_pair.generator(fake_logits, **self.loss_params)
+            weights = self._unrolled_weights(z, fake, x_real, y_real, slot) if self.unroll_steps > 0 else None
+            g_loss = self.generator_loss(fake, y, x_real, y_real, weights)
+            scaled = self.g_optimizer.scale_loss(g_loss)  # identity without mixed precision
         variables = self.generator.trainable_variables
-        grads = tape.gradient(g_loss, variables)
+        grads = replica_share(tape.gradient(scaled, variables))  # Keras sums replicas' gradients
         self.g_optimizer.apply_gradients(zip(grads, variables))
         return g_loss
 
@@ -160,17 +265,30 @@ class GAN(keras.Model):
         x_all, y_all = data if isinstance(data, (tuple, list)) else (data, None)
         if not self.conditional:
             y_all = None
-        batch = tf.shape(x_all)[1]
-        base = self.round * (self.n_critic + self.n_gen)
+        batch = tf.shape(x_all)[0]  # this replica's share of the global batch
+        base = self.round * self.slot_stride  # slots base .. base + n_critic + n_gen - 1 (<= stride)
         d_loss = g_loss = tf.constant(0.0)
-        for i in range(self.n_critic):
-            d_loss = self.d_step(x_all[i], None if y_all is None else y_all[i], base + i)
+        if self.n_critic <= CRITIC_UNROLL_MAX or tf.distribute.has_strategy():  # (merge_call needs no loop)
+            for i in range(self.n_critic):
+                d_loss = self.d_step(x_all[:, i], None if y_all is None else y_all[:, i], base + i)
+        else:
+            def update(i, _):
+                y = None if y_all is None else tf.gather(y_all, i, axis=1)
+                return i + 1, self.d_step(tf.gather(x_all, i, axis=1), y, base + tf.cast(i, tf.int64))
+
+            _, d_loss = tf.while_loop(lambda i, _: i < self.n_critic, update, (tf.constant(0), d_loss))
+        real = {}
+        if self.d_features is not None or self.unroll_steps > 0:  # they read the round's last real batch
+            last = self.n_critic - 1
+            real = {"x_real": x_all[:, last], "y_real": None if y_all is None else y_all[:, last]}
         for j in range(self.n_gen):
-            g_loss = self.g_step(batch, base + self.n_critic + j)
+            g_loss = self.g_step(batch, base + self.n_critic + j, **real)
+            if self.ema_generator is not None:  # after every G update, whichever g_step made it
+                update_ema(self.ema_generator, self.generator, self.g_ema, self.round * self.n_gen + j)
         self.round.assign_add(1)
         self.d_loss_tracker.update_state(d_loss)
         self.g_loss_tracker.update_state(g_loss)
-        return {"d_loss": self.d_loss_tracker.result(), "g_loss": self.g_loss_tracker.result()}
+        return step_logs({"d_loss": self.d_loss_tracker.result(), "g_loss": self.g_loss_tracker.result()})
 
     # ---- inference helpers (numpy in, numpy out) ----------------------------------
     def sample(self, n: int, seed: int, labels: np.ndarray | None = None, batch_size: int = 1024):

@@ -19,17 +19,43 @@ def _is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def _reused_worker() -> bool:
+    """True in a job of ``hydra/launcher=joblib``: its loky worker processes run job after job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    target = str(HydraConfig.get().launcher.get("_target_", ""))
+    return _is_multirun() and "joblib" in target.lower()
+
+
 @hydra.main(version_base="1.3", config_path="pkg://gan_cli.conf", config_name="config")
 def app(cfg: DictConfig):
     """Run one job. A bad-input error ends a single run with exit 2 and no half-written folder;
-    in a sweep the job is marked failed (``FAILED`` file in its folder) and the sweep goes on."""
-    from hydra.core.hydra_config import HydraConfig
+    in a sweep the job is marked failed (``FAILED`` file in its folder) and the sweep goes on.
 
-    from gan_cli.train import train
+    Returns the final metrics (a dict), or with ``metrics.objective`` set the float value of that
+    metric (what the Optuna sweeper optimises; None for a failed job or a NaN/Inf value, which
+    Optuna records as a failed trial). A joblib job trains in a fresh process of its own
+    (``gan_cli.job_process``)."""
+    from hydra.core.hydra_config import HydraConfig
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        result = train(cfg, run_dir)
+        if _reused_worker():
+            from gan_cli.job_process import train_in_fresh_process
+
+            result = train_in_fresh_process(cfg, run_dir)
+        else:
+            from gan_cli.cli import _quiet_tensorflow
+
+            _quiet_tensorflow()  # no-op when the command line already imported it
+            from gan_cli.train import train
+
+            result = train(cfg, run_dir)
+        objective = cfg.get("metrics", {}).get("objective")
+        if objective is not None:
+            from gan_cli import objective as objective_mod
+
+            result = objective_mod.value(objective, run_dir, str(cfg.dataset.get("name")))
         (run_dir / "DONE").write_text("ok\n")
         return result
     except Exception as exc:  # noqa: BLE001 - reported as one line, sweep continues

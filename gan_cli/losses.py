@@ -120,12 +120,26 @@ def gradient_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: tf.Tensor, 
 
 def r1_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: tf.Tensor) -> tf.Tensor:
     """R1 penalty (Mescheder et al. 2018): E ||grad_x D(x)||^2 on real data (weight gamma/2 applied by the caller)."""
+    real = tf.convert_to_tensor(real)
     with tf.GradientTape() as tape:
         tape.watch(real)
         out = critic(real)
     grads = tape.gradient(out, real)
     flat = tf.reshape(grads, [tf.shape(grads)[0], -1])
     return tf.reduce_mean(tf.reduce_sum(tf.square(flat), axis=1))
+
+
+def feature_matching_loss(real_features: tf.Tensor, fake_features: tf.Tensor) -> tf.Tensor:
+    """Feature matching (Salimans et al. 2016): ||E f(x) - E f(G(z))||_2^2 over a real and a fake batch.
+
+    ``real_features`` ``(B_r, F...)`` and ``fake_features`` ``(B_f, F...)``: D's intermediate features
+    (axes after the first are flattened); returns the squared L2 distance of the batch means (float32).
+    """
+    def mean(f):
+        f = tf.cast(f, tf.float32)
+        return tf.reduce_mean(tf.reshape(f, [tf.shape(f)[0], -1]), axis=0)
+
+    return tf.reduce_sum(tf.square(mean(real_features) - mean(fake_features)))
 
 
 # --- registry ---
@@ -153,6 +167,17 @@ LOSSES: dict[str, LossPair] = {
                         uses_label_smoothing=False),
     "hinge": LossPair("hinge", hinge_generator_loss, hinge_discriminator_loss, uses_label_smoothing=False),
 }
+
+
+def _register_gngan() -> None:
+    """GN-GAN (seed 004): its training step (``gan_cli.gngan.GNGAN``, chosen by ``build_gan``) calls the full
+    objectives in ``gan_cli.gngan_losses``; these registry entries are their logit-only parts."""
+    from gan_cli.gngan_losses import gngan_discriminator_loss, gngan_generator_loss
+
+    LOSSES["gngan"] = LossPair("gngan", gngan_generator_loss, gngan_discriminator_loss, uses_label_smoothing=False)
+
+
+_register_gngan()
 
 
 def get_loss(name: str) -> LossPair:

@@ -40,6 +40,7 @@ def build_gan(cfg: DictConfig, data):
     """A compiled ``GAN`` for the resolved config ``cfg`` and dataset ``data``."""
     import keras
 
+    from gan_cli import precision
     from gan_cli.gan import GAN
     from gan_cli.losses import get_loss
     from gan_cli.models import get_builder
@@ -47,17 +48,37 @@ def build_gan(cfg: DictConfig, data):
 
     keras.utils.set_random_seed(int(cfg.train.seed))
     conditional = bool(cfg.model.get("conditional", False))
-    generator, discriminator = get_builder(cfg.model.name)(cfg.model, data, int(cfg.latent.dim), conditional)
+    mixed = bool(cfg.train.get("mixed_precision", False))
+    with precision.policy(mixed):  # float16 compute, float32 logits/samples/losses (gan_cli/precision.py)
+        generator, discriminator = get_builder(cfg.model.name)(cfg.model, data, int(cfg.latent.dim), conditional)
+    if mixed:
+        precision.float32_ends(generator, discriminator)
+    from gan_cli.models.reference import fill_reference_batches
+
+    # virtual batch norm's fixed reference batches (a no-op without it); checkpoints store them
+    fill_reference_batches(generator, discriminator, data, cfg.latent.distribution, int(cfg.train.seed),
+                           int(cfg.model.get("pack", 1)))
     loss = get_loss(cfg.loss.name)
+    from gan_cli import techniques
+
     params = {k: v for k, v in cfg.loss.items()
-              if k not in ("name", "clip_value", "gp_weight", "default_optimizer", "default_n_critic")}
-    gan = GAN(generator, discriminator, loss, params, latent_dim=int(cfg.latent.dim),
-              latent_distribution=cfg.latent.distribution, n_critic=int(cfg.train.n_critic),
+              if k not in ("name", "clip_value", "gp_weight", "default_optimizer", "default_n_critic",
+                           *techniques.LOSS_KEYS)}
+    gan_cls, extra = GAN, {}
+    if cfg.loss.name == "gngan":  # GN-GAN (seed 004): adds an encoder and its optimizer
+        from gan_cli.gngan import gngan_parts
+
+        gan_cls, extra = gngan_parts(cfg, data)
+    gan = gan_cls(generator, discriminator, loss, params, latent_dim=int(cfg.latent.dim),
+              latent_distribution=cfg.latent.distribution,
               n_gen=int(cfg.train.n_gen), clip_value=cfg.loss.get("clip_value"),
               gp_weight=cfg.loss.get("gp_weight", 0.0), seed=int(cfg.train.seed),
-              conditional=conditional, num_classes=data.num_classes, pack=int(cfg.model.get("pack", 1)))
-    gan.compile(build_optimizer(cfg.optimizer.generator), build_optimizer(cfg.optimizer.discriminator),
-                steps_per_execution=_steps_per_execution(cfg), jit_compile=bool(cfg.train.jit_compile))
+              conditional=conditional, num_classes=data.num_classes, pack=int(cfg.model.get("pack", 1)),
+              **techniques.gan_kwargs(cfg), **extra)  # n_critic, slot_stride and the stabilisation options
+    optimizers = [build_optimizer(cfg.optimizer.generator), build_optimizer(cfg.optimizer.discriminator)]
+    if mixed:
+        optimizers = [precision.loss_scaled(o) for o in optimizers]
+    gan.compile(*optimizers, steps_per_execution=_steps_per_execution(cfg), jit_compile=bool(cfg.train.jit_compile))
     return gan
 
 
@@ -68,6 +89,8 @@ def _block(cfg: DictConfig) -> int:
 
 
 def _steps_per_execution(cfg: DictConfig) -> int:
+    if cfg.train.get("strategy", "none") != "none":
+        return 1  # Keras 3 fails on steps_per_execution > 1 under tf.distribute (keras-team/keras#19246)
     return math.gcd(int(cfg.train.steps_per_execution), _block(cfg))
 
 
@@ -90,10 +113,20 @@ def load_for_inference(path: Path, data=None):
 
 
 def _device_line() -> str:
+    """``GPU 0: NVIDIA H100 80GB HBM3`` (every visible GPU by name) or ``CPU (N cores)``."""
     import tensorflow as tf
 
-    gpus = tf.config.list_logical_devices("GPU")
-    return f"GPU ({', '.join(d.name for d in gpus)})" if gpus else "CPU"
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return f"CPU ({os.cpu_count()} cores)"
+    names = []
+    for i, gpu in enumerate(gpus):
+        try:
+            name = tf.config.experimental.get_device_details(gpu).get("device_name") or gpu.name
+        except (ValueError, RuntimeError):
+            name = gpu.name
+        names.append(f"GPU {i}: {name}")
+    return ", ".join(names)
 
 
 def _trim_metrics(run_dir: Path, last_step: int) -> None:
@@ -214,21 +247,54 @@ def _fit(gan, data, cfg: DictConfig, monitor, position: int, stop: _GracefulStop
     monitor.progress = progress
     callbacks = [progress, monitor, *extra, stop.callback()]  # extra (TensorBoard) reads monitor.last_row
 
-    def stream(at: int):  # real batches from round `at` on: a pure function of (seed, round)
-        return data.tf_dataset(int(cfg.train.batch_size), int(cfg.train.seed), start_step=at,
-                               batches_per_step=int(cfg.train.n_critic))
+    def stream(at: int, n_critic: int):  # real batches from round `at` on: a pure function of (seed, round)
+        from gan_cli.distribute import stream_for
 
+        ds = data.tf_dataset(int(cfg.train.batch_size), int(cfg.train.seed), start_step=at,
+                             batches_per_step=n_critic)
+        return stream_for(ds, int(cfg.train.batch_size), gan.distribute_strategy)
+
+    from gan_cli.schedule import critic_schedule, critic_segments
+
+    # schedule changes fall on multiples of spe too, so the step is traced once per segment
+    spe = math.gcd(spe, *critic_schedule(cfg.train.n_critic))
     try:
-        head = (-position) % block
-        if head and position < steps and stop.signum is None:
-            # interrupts fall between compiled calls, so `head` is a multiple of steps_per_execution
-            gan.fit(stream(position), epochs=1, steps_per_epoch=head, verbose=0, shuffle=False, callbacks=callbacks)
-            position = int(gan.round.numpy())
-        if position < steps and stop.signum is None:
-            gan.fit(stream(position), epochs=steps // block, steps_per_epoch=block, initial_epoch=position // block,
-                    verbose=0, shuffle=False, callbacks=callbacks)
+        # one segment per train.n_critic count (a single one unless it is a schedule); each fit call ends
+        # on a block boundary or a segment end, so evaluations and checkpoints keep their rounds
+        for first, end, n_critic in critic_segments(cfg.train.n_critic, position, steps):
+            for start, rounds, epochs in _fit_calls(first, end, block):
+                if stop.signum is not None:
+                    return
+                # interrupts fall between compiled calls; a partial block may still need a shorter call
+                calls = math.gcd(spe, rounds)
+                _set_round_shape(gan, n_critic, calls)
+                progress.steps_per_call = calls
+                gan.fit(stream(start, n_critic), epochs=start // block + epochs, steps_per_epoch=rounds,
+                        initial_epoch=start // block, verbose=0, shuffle=False, callbacks=callbacks)
     finally:
         progress.close()
+
+
+def _fit_calls(start: int, end: int, block: int) -> list[tuple[int, int, int]]:
+    """``fit`` calls ``(first round, rounds per epoch, epochs)`` that train rounds ``start..end-1`` with every
+    epoch ending on a multiple of ``block`` or at ``end``: a partial block, whole blocks, a partial block."""
+    calls, head = [], min((-start) % block, end - start)
+    if head:
+        calls.append((start, head, 1))
+        start += head
+    if (end - start) // block:
+        calls.append((start, block, (end - start) // block))
+        start += block * ((end - start) // block)
+    if end > start:
+        calls.append((start, end - start, 1))
+    return calls
+
+
+def _set_round_shape(gan, n_critic: int, steps_per_execution: int) -> None:
+    """Discriminator updates per round and rounds per compiled call; the step is traced again when they change."""
+    if (gan.n_critic, gan.steps_per_execution) != (n_critic, steps_per_execution):
+        gan.n_critic, gan.steps_per_execution = int(n_critic), int(steps_per_execution)
+        gan.train_function = None  # Keras builds it again at the next fit
 
 
 def _write_report(run_dir: Path) -> None:
@@ -289,7 +355,12 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
     (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
     t_start = time.time()
-    gan = build_gan(cfg, data)
+    from gan_cli import distribute
+
+    strategy = distribute.make_strategy(cfg.train.strategy)  # train.strategy: before TensorFlow's runtime starts
+    distribute.check_batch(int(cfg.train.batch_size), int(cfg.model.get("pack", 1)), strategy)
+    with distribute.scope(strategy):  # networks, optimizers and the GAN's variables mirrored on every replica
+        gan = build_gan(cfg, data)
     start = 0
     if resume:
         remove_partial(run_dir)
@@ -300,6 +371,15 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
           f"model {cfg.model.name}, optimizer {cfg.optimizer.name}, n_critic {cfg.train.n_critic}, "
           f"{steps} steps, device {_device_line()}; run folder {run_dir}"
           + (f"; resuming at step {start}" if resume else ""), file=sys.stderr)
+    if cfg.train.get("mixed_precision", False):
+        from gan_cli.precision import cpu_warning
+
+        warning = cpu_warning()
+        if warning:
+            print(warning, file=sys.stderr)
+
+    if strategy is not None:
+        print(f"train.strategy: {distribute.describe(strategy)}", file=sys.stderr)
 
     evaluator = data.evaluator(int(cfg.metrics.num_samples), int(cfg.train.seed))
     monitor = RunMonitor(gan, data, cfg, run_dir, evaluator, None)
@@ -313,6 +393,9 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
 
         tensorboard = TensorBoardCallback(run_dir, data, monitor)
     extra = [tensorboard] if tensorboard is not None else []
+    from gan_cli import objective
+
+    extra += [c for c in [objective.callback(monitor, cfg.metrics.get("objective"), data.name)] if c is not None]
     initial = _state(gan) if cfg.train.on_nan == "rollback" else []  # for a rollback before the first checkpoint
     position, rollbacks, hard_stop = start, 0, False
     with _GracefulStop() as stop:

@@ -36,3 +36,32 @@ def run_gan(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comple
     """Run the installed ``gan`` command (through this interpreter) and capture its output."""
     return subprocess.run([sys.executable, "-m", "gan_cli.cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ})
+
+
+def gan(*args: str) -> int:
+    """``gan ARGS`` in this process (TensorFlow is imported once per test session); returns the exit status."""
+    from gan_cli.cli import main
+
+    try:
+        return main(list(args))
+    except SystemExit as exc:  # Hydra ends failed runs with SystemExit
+        return int(exc.code or 0)
+
+
+def rows(run_dir: Path) -> list[dict]:
+    """The rows of ``run_dir/metrics.jsonl``."""
+    import json
+
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def build(overrides, base):
+    """A built (untrained) GAN, its resolved config and its dataset for ``[*base, *overrides]``."""
+    from gan_cli import config as config_mod
+    from gan_cli.train import build_dataset, build_gan
+
+    cfg = compose([*base, *overrides])
+    config_mod.validate(cfg)
+    data = build_dataset(cfg.dataset)
+    cfg = config_mod.resolve(cfg, data)
+    return build_gan(cfg, data), cfg, data

@@ -97,7 +97,7 @@ def test_streamed_batches_are_encoded_rows_of_the_file(files, no_full_load, key)
     with pytest.raises(DataError, match="max_in_memory_mb"):
         ds.arrays()
     x = take(ds, 25, batch_size=8, seed=0, batches_per_step=2)          # 400 samples > one pass
-    assert x.shape == (25, 2, 8, *ds.sample_shape) and x.dtype == np.float32
+    assert x.shape == (25, 8, 2, *ds.sample_shape) and x.dtype == np.float32   # (step, batch, batch of the step, ...)
     ref = files["ref"][key]
     idx = match_rows(x.reshape(-1, *ds.sample_shape), ref.arrays()[0])   # bit-exact: same encoding code
     assert len(np.unique(idx)) > 150                                     # shuffled over the whole file
@@ -111,7 +111,7 @@ def test_acoupipe_layout_streams(files, no_full_load):
     ds = streamed(files["ap"])
     assert ds.streaming and ds.num_samples == 120 and ds.mic_positions is not None
     x = take(ds, 10, batch_size=16, seed=4)
-    assert x.shape == (10, 1, 16, 16, 16, 2)
+    assert x.shape == (10, 16, 1, 16, 16, 2)
     match_rows(x.reshape(-1, 16, 16, 2), files["ref"]["ap"].arrays()[0], atol=1e-6)
 
 

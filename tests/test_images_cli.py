@@ -7,7 +7,6 @@ runs whose exit status and stderr matter go through a subprocess.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import compose, run_gan
+from conftest import compose, gan, rows, run_gan
 
 # A few seconds per run: tiny networks, 20 rounds, 2 evaluations.
 TINY_IMG = ["train.steps=20", "train.eval_every=10", "train.checkpoint_every=20", "train.batch_size=32",
@@ -24,18 +23,6 @@ TINY_IMG = ["train.steps=20", "train.eval_every=10", "train.checkpoint_every=20"
             "model.generator.base_channels=8", "model.discriminator.base_channels=8"]
 
 
-def gan(*args: str) -> int:
-    """``gan ARGS`` in this process; returns the exit status."""
-    from gan_cli.cli import main
-
-    try:
-        return main(list(args))
-    except SystemExit as exc:  # Hydra ends failed runs with SystemExit
-        return int(exc.code or 0)
-
-
-def rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 def png_size(path: Path) -> tuple[int, int]:

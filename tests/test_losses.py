@@ -84,7 +84,7 @@ def test_r1_penalty_quadratic_critic():
 def test_get_loss_lists_valid_names():
     from gan_cli.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="valid: gan, hinge, lsgan"):
+    with pytest.raises(ConfigError, match="valid: gan, gngan, hinge, lsgan"):
         losses.get_loss("nope")
 
 

@@ -162,8 +162,7 @@ NAN_CFG = [*TINY, "train.steps_per_execution=1", "train.eval_every=5", "train.ch
 @pytest.fixture
 def poison_at(monkeypatch):
     """Make a discriminator weight NaN right after the given round (the first `times` times it is reached):
-    ``which=-1`` the output bias (the next loss is NaN), ``which=0`` the first kernel (ReLU hides it from
-    the losses, the weight check at the block end finds it)."""
+    ``which=-1`` the output bias, ``which=0`` the first kernel."""
     from gan_cli.callbacks import RunMonitor
 
     state = {"step": None, "times": 0, "which": -1}
@@ -185,12 +184,15 @@ def poison_at(monkeypatch):
     return arm
 
 
-@pytest.mark.parametrize("which,needle", [(-1, "non-finite d_loss=nan, g_loss=nan at step 13"),
-                                          (0, "non-finite weights in steps 11-15")])
-def test_nan_stop_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, poison_at, which, needle):
+# The output bias poisoned after round 12 makes the next losses NaN (the per-call loss check);
+# a kernel poisoned after round 15, the last of its block, is found by the weight check at the
+# block's end before its checkpoint is written (ReLU passes NaN on, so earlier it would reach a loss).
+@pytest.mark.parametrize("which,step,needle", [(-1, 12, "non-finite d_loss=nan, g_loss=nan at step 13"),
+                                               (0, 15, "non-finite weights in steps 11-15")])
+def test_nan_stop_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, poison_at, which, step, needle):
     from gan_cli.train import train
 
-    poison_at(12, which=which)
+    poison_at(step, which=which)
     with pytest.raises(UserError) as info:
         train(compose(NAN_CFG), tmp_path)
     message = str(info.value)

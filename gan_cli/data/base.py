@@ -56,8 +56,10 @@ class GanDataset(abc.ABC):
         """An infinite ``tf.data.Dataset`` of real batches, deterministic in ``(seed, step)``.
 
         Element ``s`` (counting from ``start_step``) is ``x`` of shape
-        ``(batches_per_step, batch_size, *sample_shape)`` (or ``(x, y)`` with ``y``
-        of shape ``(batches_per_step, batch_size)`` when the data is labelled).
+        ``(batch_size, batches_per_step, *sample_shape)`` (or ``(x, y)`` with ``y``
+        of shape ``(batch_size, batches_per_step)`` when the data is labelled): column
+        ``x[:, i]`` is the i-th real batch of the step, and the batch axis comes first so that
+        ``tf.distribute`` can split it across replicas.
         Batches are drawn with replacement by a stateless RNG keyed on
         ``(seed, step)``, so resuming at ``start_step`` continues the same stream.
         Datasets too large for memory override this.
@@ -75,6 +77,7 @@ class GanDataset(abc.ABC):
             idx = tf.random.stateless_uniform(
                 shape, seed=tf.stack([tf.cast(seed, tf.int64), step]), minval=0, maxval=n, dtype=tf.int64
             )
+            idx = tf.transpose(idx)  # (batch_size, batches_per_step): column i = batch i of the step
             xb = tf.gather(x_t, idx)
             return xb if y_t is None else (xb, tf.gather(y_t, idx))
 

@@ -305,7 +305,7 @@ class CsmDataset(GanDataset):
         return out
 
     def tf_dataset(self, batch_size: int, seed: int, start_step: int = 0, batches_per_step: int = 1):
-        """Infinite ``tf.data.Dataset`` of ``(batches_per_step, batch_size, *sample_shape)`` real batches.
+        """Infinite ``tf.data.Dataset`` of ``(batch_size, batches_per_step, *sample_shape)`` real batches.
 
         In-memory files: the base class (stateless draws keyed on ``(seed, step)``, bit-exact resume).
         Streamed files: a pass reads the file in contiguous chunks of ``stream_chunk`` samples in
@@ -322,7 +322,7 @@ class CsmDataset(GanDataset):
         import tensorflow as tf
 
         shape = (int(batches_per_step), int(batch_size), *self.sample_shape)
-        spec = tf.TensorSpec(shape, tf.float32)
+        spec = tf.TensorSpec((shape[1], shape[0], *shape[2:]), tf.float32)  # batch axis first (GanDataset.tf_dataset)
         ds = tf.data.Dataset.from_generator(lambda: self._stream(shape, int(seed), int(start_step)), output_signature=spec)
         return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -333,7 +333,8 @@ class CsmDataset(GanDataset):
         return min(n, max(chunk, min(int(self.stream_buffer), by_memory)))
 
     def _stream(self, shape: tuple[int, ...], seed: int, start_step: int):
-        """Generator behind the streamed ``tf_dataset``: yields float32 arrays of ``shape``."""
+        """Generator behind the streamed ``tf_dataset``: yields float32 arrays ``(shape[1], shape[0], *shape[2:])``
+        (``shape`` = ``(batches_per_step, batch_size, *sample_shape)``: the batch axis first)."""
         from gan_cli.data.csm_io import CsmReader
 
         n, chunk = self.num_samples, max(1, int(self.stream_chunk))
@@ -358,7 +359,7 @@ class CsmDataset(GanDataset):
                         out = np.concatenate([out, pool[pos]])
                         pool[pos] = x
                     while len(out) >= per:
-                        yield out[:per].reshape(shape)
+                        yield np.ascontiguousarray(out[:per].reshape(shape).swapaxes(0, 1))
                         out = out[per:]
                 if produced == 0:
                     raise DataError(f"{self.file}: no sample has a positive reference-mic autopower; fix the data or set dataset.reference_mic")

@@ -42,16 +42,20 @@ def resolution_steps(h: int, w: int, min_base: int = 4) -> int:
     return k
 
 
-def _norm(kind: str, name: str):
+def _norm(kind: str, name: str, n_ref: int = 0):
     import keras
 
+    if kind == "virtual":  # statistics of the n_ref reference rows in front of the batch (gan_cli.models.reference)
+        from gan_cli.models.layers import VirtualBatchNormalization
+
+        return VirtualBatchNormalization(n_ref, name=name)
     if kind == "batch":
         return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
     if kind == "layer":
         return keras.layers.LayerNormalization(axis=[-3, -2, -1], name=name)  # over (H, W, C)
     if kind in ("none", None):
         return None
-    raise ConfigError(f"normalisation '{kind}'; valid: batch, layer, none")
+    raise ConfigError(f"normalisation '{kind}'; valid: batch, layer, virtual, none")
 
 
 def _label_vector(y, num_classes: int, mode: str, dim: int, name: str):
@@ -79,6 +83,9 @@ def build_dcgan(cfg: Any, data: Any, latent_dim: int, conditional: bool):
         D: ``x (B, H, W, C)`` [, ``y (B,)``] -> logits ``(B, 1)``.
     """
     import keras
+
+    from gan_cli.models.layers import MinibatchDiscrimination
+    from gan_cli.models.reference import DEFAULT_REF_SIZE, drop, prepend
 
     if len(data.sample_shape) != 3:
         raise ConfigError(f"model=dcgan needs image data (H, W, C); dataset '{data.name}' has samples of shape "
@@ -112,29 +119,38 @@ def build_dcgan(cfg: Any, data: Any, latent_dim: int, conditional: bool):
             raise ConfigError(f"model.{name}={v}; use a positive integer such as 64")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"model.discriminator.dropout={dropout}; use a value in [0, 1)")
+    mbd_kernels = int(_get(cfg, "discriminator", "mbd_kernels", default=0))
+    mbd_dim = int(_get(cfg, "discriminator", "mbd_dim", default=5))
+    mbd_average = bool(_get(cfg, "discriminator", "mbd_average", default=True))
+    n_ref = int(_get(cfg, "vbn_ref_size", default=DEFAULT_REF_SIZE))
+    g_ref = n_ref if g_norm == "virtual" else 0            # virtual batch norm: reference rows in front
+    d_ref = n_ref if d_norm == "virtual" and k > 0 else 0  # D has no norm layer when k == 0
 
     # ------------------------------------------------------------------ generator
     z = keras.Input(shape=(latent_dim,), name="z")
     g_inputs = [z]
-    hcur = z
+    hcur = prepend(z, g_ref, "z", "g_reference")
     if conditional:
         y_g = keras.Input(shape=(), dtype="int32", name="y")
         g_inputs.append(y_g)
-        hcur = keras.layers.Concatenate(name="z_y")([z, _label_vector(y_g, num_classes, label_mode, label_dim, "g_label")])
+        y_g_all = prepend(y_g, g_ref, "y", "g_reference_label")
+        hcur = keras.layers.Concatenate(name="z_y")([hcur, _label_vector(y_g_all, num_classes, label_mode, label_dim,
+                                                                          "g_label")])
     bh, bw = h >> k, w >> k
     ch = min(g_base * 2 ** k, g_max)
     hcur = keras.layers.Dense(bh * bw * ch, use_bias=g_norm != "batch", kernel_initializer=init(), name="g_project")(hcur)
     hcur = keras.layers.Reshape((bh, bw, ch), name="g_reshape")(hcur)
-    if (n := _norm(g_norm, "g_norm0")) is not None:
+    if (n := _norm(g_norm, "g_norm0", g_ref)) is not None:
         hcur = n(hcur)
     hcur = keras.layers.ReLU(name="g_relu0")(hcur)
     for i in range(1, k + 1):
         ch = min(g_base * 2 ** (k - i), g_max)
         hcur = keras.layers.Conv2DTranspose(ch, g_kernel, strides=2, padding="same", use_bias=g_norm != "batch",
                                             kernel_initializer=init(), name=f"g_up{i}")(hcur)
-        if (n := _norm(g_norm, f"g_norm{i}")) is not None:
+        if (n := _norm(g_norm, f"g_norm{i}", g_ref)) is not None:
             hcur = n(hcur)
         hcur = keras.layers.ReLU(name=f"g_relu{i}")(hcur)
+    hcur = drop(hcur, g_ref, "g_drop_reference")
     out = keras.layers.Conv2D(c, 3, padding="same", activation="tanh", kernel_initializer=init(), name="g_out")(hcur)
     transform = data.output_transform() if hasattr(data, "output_transform") else None
     if transform is not None:
@@ -143,39 +159,46 @@ def build_dcgan(cfg: Any, data: Any, latent_dim: int, conditional: bool):
 
     # ------------------------------------------------------------------ discriminator
     def sn(layer):
-        return keras.layers.SpectralNormalization(layer) if spectral else layer
+        from gan_cli.models.spectral import SpectralNorm  # Miyato et al. 2018
+
+        return SpectralNorm(layer) if spectral else layer
 
     x = keras.Input(shape=(h, w, c), name="x")
     d_inputs = [x]
-    hcur = x
+    hcur = prepend(x, d_ref, "x", "d_reference")
     y_d = None
     if conditional:
         y_d = keras.Input(shape=(), dtype="int32", name="y")
         d_inputs.append(y_d)
         if conditioning == "concat":
-            onehot = keras.layers.CategoryEncoding(num_tokens=num_classes, output_mode="one_hot", name="d_label")(y_d)
+            y_d_all = prepend(y_d, d_ref, "y", "d_reference_label")
+            onehot = keras.layers.CategoryEncoding(num_tokens=num_classes, output_mode="one_hot", name="d_label")(y_d_all)
             maps = keras.layers.Reshape((1, 1, num_classes), name="d_label_reshape")(onehot)
             maps = keras.layers.UpSampling2D(size=(h, w), name="d_label_maps")(maps)  # (B, H, W, K)
-            hcur = keras.layers.Concatenate(axis=-1, name="x_y")([x, maps])
+            hcur = keras.layers.Concatenate(axis=-1, name="x_y")([hcur, maps])
     ch = d_base
     for i in range(k):
         ch = min(d_base * 2 ** i, d_max)
         hcur = sn(keras.layers.Conv2D(ch, d_kernel, strides=2, padding="same", kernel_initializer=init(),
                                       name=f"d_conv{i}"))(hcur)
-        if i > 0 and (n := _norm(d_norm, f"d_norm{i}")) is not None:  # DCGAN: no norm on the first layer
+        if i > 0 and (n := _norm(d_norm, f"d_norm{i}", d_ref)) is not None:  # DCGAN: no norm on the first layer
             hcur = n(hcur)
         hcur = keras.layers.LeakyReLU(0.2, name=f"d_lrelu{i}")(hcur)
         if dropout > 0:
             hcur = keras.layers.Dropout(dropout, name=f"d_drop{i}")(hcur)
     ch = min(ch * 2, d_max) if k > 0 else d_base
     hcur = sn(keras.layers.Conv2D(ch, 3, padding="same", kernel_initializer=init(), name="d_conv_last"))(hcur)
-    if k > 0 and (n := _norm(d_norm, "d_norm_last")) is not None:
+    if k > 0 and (n := _norm(d_norm, "d_norm_last", d_ref)) is not None:
         hcur = n(hcur)
     hcur = keras.layers.LeakyReLU(0.2, name="d_lrelu_last")(hcur)
     if dropout > 0:
         hcur = keras.layers.Dropout(dropout, name="d_drop_last")(hcur)
-    feat = keras.layers.Flatten(name="d_features")(hcur)
-    logits = sn(keras.layers.Dense(1, kernel_initializer=init(), name="d_logits"))(feat)
+    hcur = drop(hcur, d_ref, "d_drop_reference")
+    feat = keras.layers.Flatten(name="features")(hcur)  # read by feature matching (models/features.py)
+    head = feat
+    if mbd_kernels > 0:  # minibatch discrimination between D's features and its logits
+        head = MinibatchDiscrimination(mbd_kernels, mbd_dim, average=mbd_average, name="minibatch_discrimination")(feat)
+    logits = sn(keras.layers.Dense(1, kernel_initializer=init(), name="d_logits"))(head)
     if conditional and conditioning == "projection":
         # Projection discriminator: logit = psi(phi(x)) + <embed(y), phi(x)>.
         emb = keras.layers.Embedding(num_classes, int(feat.shape[-1]), name="d_label_embed")(y_d)

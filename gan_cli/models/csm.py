@@ -121,6 +121,7 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
     strides = int(_get(dcfg, "strides", 2))
     slope = float(_get(dcfg, "negative_slope", 0.2))
     dropout = float(_get(dcfg, "dropout", 0.0))
+    spectral = bool(_get(dcfg, "spectral_norm", False))
     if not hidden or not filters or any(int(h) < 1 for h in hidden + filters):
         raise ConfigError("model.generator.hidden and model.discriminator.filters must be non-empty lists of positive ints")
 
@@ -142,14 +143,20 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
         out = transform(out)
     generator = keras.Model(z, out, name="csm_generator")
 
+    def sn(layer):  # spectral normalisation (Miyato et al. 2018) of the critic's kernels
+        from gan_cli.models.spectral import SpectralNorm
+
+        return SpectralNorm(layer) if spectral else layer
+
     x = keras.Input(shape, name="x")
     h = x
     for i, f in enumerate(filters):
-        h = keras.layers.Conv2D(int(f), kernel, strides=strides, padding="same", name=f"d_conv{i}")(h)
+        h = sn(keras.layers.Conv2D(int(f), kernel, strides=strides, padding="same", name=f"d_conv{i}"))(h)
         h = keras.layers.LeakyReLU(negative_slope=slope, name=f"d_lrelu{i}")(h)
     h = keras.layers.GlobalMaxPooling2D(name="d_pool")(h)
+    h = keras.layers.Identity(name="features")(h)  # read by feature matching (models/features.py)
     if dropout > 0:
         h = keras.layers.Dropout(dropout, name="d_dropout")(h)
-    logits = keras.layers.Dense(1, name="d_logits")(h)
+    logits = sn(keras.layers.Dense(1, name="d_logits"))(h)
     critic = keras.Model(x, logits, name="csm_critic")
     return generator, critic

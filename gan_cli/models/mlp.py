@@ -8,18 +8,35 @@ import keras
 from omegaconf import DictConfig
 
 from gan_cli.errors import ConfigError
-from gan_cli.models.layers import Maxout
+from gan_cli.models.layers import Maxout, MinibatchDiscrimination, VirtualBatchNormalization
+from gan_cli.models.reference import DEFAULT_REF_SIZE, drop, prepend
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu", "sigmoid", "maxout", "linear")
 
 
-def _hidden_block(x, units: int, activation: str, batch_norm: bool, pieces: int, dropout: float = 0.0):
-    """Dense (or maxout) layer + optional batch norm + activation + optional dropout."""
+def _dense(units: int, spectral_norm: bool = False, **kwargs):
+    """``Dense(units)``, wrapped in spectral normalisation (Miyato et al. 2018) when ``spectral_norm``."""
+    from gan_cli.models.spectral import spectral
+
+    return spectral(keras.layers.Dense(units, **kwargs), spectral_norm)
+
+
+def _hidden_block(x, units: int, activation: str, batch_norm, pieces: int, dropout: float = 0.0,
+                  n_ref: int = 0, drop_reference: bool = False, spectral_norm: bool = False):
+    """Dense (or maxout) layer + optional batch norm + activation + optional dropout.
+
+    ``batch_norm``: false | true (BatchNormalization) | ``"virtual"`` (VirtualBatchNormalization over the
+    ``n_ref`` reference rows in front of the batch; ``drop_reference`` removes them right after it, in
+    the last hidden block, so the activation and every later layer see the real rows only)."""
     if activation == "maxout":
         x = Maxout(units, pieces)(x)
     else:
-        x = keras.layers.Dense(units)(x)
-        if batch_norm:
+        x = _dense(units, spectral_norm)(x)
+        if batch_norm == "virtual":
+            x = VirtualBatchNormalization(n_ref)(x)
+            if drop_reference:
+                x = drop(x, n_ref, name=None)
+        elif batch_norm:
             x = keras.layers.BatchNormalization()(x)
         x = keras.layers.LeakyReLU(0.2)(x) if activation == "leaky_relu" else keras.layers.Activation(activation)(x)
     if dropout > 0:
@@ -36,6 +53,15 @@ def _check(net: str, cfg: DictConfig) -> None:
         raise ConfigError(f"model.{net}.maxout_pieces must be >= 1")
     if not 0.0 <= float(cfg.get("dropout", 0.0)) < 1.0:
         raise ConfigError(f"model.{net}.dropout must be in [0, 1), got {cfg.get('dropout')}")
+    if cfg.get("batch_norm", False) not in (False, True, "virtual"):
+        raise ConfigError(f"model.{net}.batch_norm must be false, true or virtual, got {cfg.get('batch_norm')!r}")
+
+
+def _vbn_rows(cfg: DictConfig, net: DictConfig) -> int:
+    """Reference rows for virtual batch norm in ``net`` (0: none; maxout blocks have no norm layer)."""
+    if net.get("batch_norm", False) != "virtual" or net.activation == "maxout" or not len(net.hidden):
+        return 0
+    return int(cfg.get("vbn_ref_size", DEFAULT_REF_SIZE))
 
 
 def build_mlp(cfg: DictConfig, data, latent_dim: int, conditional: bool):
@@ -44,6 +70,10 @@ def build_mlp(cfg: DictConfig, data, latent_dim: int, conditional: bool):
     Conditional models concatenate a one-hot label to G's noise and D's flattened input.
     With ``cfg.pack = m > 1`` (PacGAN) D takes packed inputs ``(B/m, m * prod(sample_shape))``
     (see ``GAN.pack_samples``) and returns ``(B/m, 1)``.
+    ``batch_norm: virtual`` (G or D) adds virtual batch normalisation: a stored reference batch runs
+    in front of every batch (``gan_cli.models.reference``). ``discriminator.mbd_kernels > 0`` adds a
+    minibatch discrimination layer (``mbd_kernels`` kernels of ``mbd_dim`` dims) between D's last hidden
+    layer and its logits.
     """
     g_cfg, d_cfg = cfg.generator, cfg.discriminator
     _check("generator", g_cfg)
@@ -59,13 +89,16 @@ def build_mlp(cfg: DictConfig, data, latent_dim: int, conditional: bool):
 
     z = keras.Input((latent_dim,), name="z")
     inputs = [z]
-    h = z
+    g_ref = _vbn_rows(cfg, g_cfg)
+    h = prepend(z, g_ref, "z", "g_reference")
     if conditional:
         y = keras.Input((), dtype="int32", name="label")
         inputs.append(y)
-        h = keras.layers.Concatenate()([z, keras.layers.CategoryEncoding(k, output_mode="one_hot")(y)])
-    for units in g_cfg.hidden:
-        h = _hidden_block(h, int(units), g_cfg.activation, bool(g_cfg.batch_norm), int(g_cfg.maxout_pieces))
+        y_all = prepend(y, g_ref, "y", "g_reference_label")
+        h = keras.layers.Concatenate()([h, keras.layers.CategoryEncoding(k, output_mode="one_hot")(y_all)])
+    for i, units in enumerate(g_cfg.hidden):
+        h = _hidden_block(h, int(units), g_cfg.activation, g_cfg.get("batch_norm", False), int(g_cfg.maxout_pieces),
+                          n_ref=g_ref, drop_reference=i == len(g_cfg.hidden) - 1)
     out = keras.layers.Dense(n_out, activation=g_cfg.output_activation)(h)
     out = keras.layers.Reshape(shape)(out)
     transform = data.output_transform()
@@ -73,20 +106,30 @@ def build_mlp(cfg: DictConfig, data, latent_dim: int, conditional: bool):
         out = transform(out)
     generator = keras.Model(inputs if conditional else z, out, name="generator")
 
+    d_ref = _vbn_rows(cfg, d_cfg)
     if pack > 1:  # packed samples, already flattened and concatenated by GAN.pack_samples
         x = keras.Input((pack * n_out,), name="x_packed")
-        h = x
+        h = prepend(x, d_ref, "x", "d_reference")
     else:
         x = keras.Input(shape, name="x")
-        h = keras.layers.Flatten()(x) if len(shape) > 1 else x
+        h = prepend(x, d_ref, "x", "d_reference")
+        h = keras.layers.Flatten()(h) if len(shape) > 1 else h
     d_inputs = [x]
     if conditional:
         yd = keras.Input((), dtype="int32", name="label")
         d_inputs.append(yd)
-        h = keras.layers.Concatenate()([h, keras.layers.CategoryEncoding(k, output_mode="one_hot")(yd)])
-    for units in d_cfg.hidden:
-        h = _hidden_block(h, int(units), d_cfg.activation, bool(d_cfg.batch_norm), int(d_cfg.maxout_pieces),
-                          float(d_cfg.get("dropout", 0.0)))
-    logits = keras.layers.Dense(1, name="logits")(h)
+        yd_all = prepend(yd, d_ref, "y", "d_reference_label")
+        h = keras.layers.Concatenate()([h, keras.layers.CategoryEncoding(k, output_mode="one_hot")(yd_all)])
+    spectral = bool(d_cfg.get("spectral_norm", False))
+    for i, units in enumerate(d_cfg.hidden):
+        h = _hidden_block(h, int(units), d_cfg.activation, d_cfg.get("batch_norm", False), int(d_cfg.maxout_pieces),
+                          float(d_cfg.get("dropout", 0.0)), n_ref=d_ref, drop_reference=i == len(d_cfg.hidden) - 1,
+                          spectral_norm=spectral)
+    if len(d_cfg.hidden):  # the last hidden layer's output, read by feature matching (models/features.py)
+        h = keras.layers.Identity(name="features")(h)
+    if int(d_cfg.get("mbd_kernels", 0)) > 0:  # after D's last hidden layer (its features), before the logits
+        h = MinibatchDiscrimination(int(d_cfg.mbd_kernels), int(d_cfg.get("mbd_dim", 5)),
+                                    average=bool(d_cfg.get("mbd_average", True)), name="minibatch_discrimination")(h)
+    logits = _dense(1, spectral, name="logits")(h)
     discriminator = keras.Model(d_inputs if conditional else x, logits, name="discriminator")
     return generator, discriminator

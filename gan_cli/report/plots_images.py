@@ -37,7 +37,9 @@ class ImageReport:
 
     def __init__(self, run: Run, data, out_dir: Path):
         self.run, self.data, self.out = run, data, Path(out_dir)
-        self.snaps = [(step, run.load_snapshot(p)) for step, p in run.snapshots]
+        # only the snapshots drawn are read (an image snapshot holds num_samples images; a long run has many)
+        chosen = pick_steps(run.snapshots, PANELS)
+        self.snaps = [(step, run.load_snapshot(p)) for step, p in chosen]
         self.conditional = bool(run.config.model.get("conditional", False)) and int(data.num_classes) >= 2
 
     def sections(self) -> list[Section]:

@@ -20,7 +20,7 @@ import numpy as np
 from gan_cli.report.plots_common import (FAKE_COLOR, REAL_COLOR, Html, Image, Run, Section, new_figure,
                                          pick_steps, save)
 
-LOG_LOSSES = ("gan", "nsgan", "mlgan")
+LOG_LOSSES = ("gan", "nsgan", "mlgan", "gngan")  # D(x) = sigmoid(logit) is a probability
 CMAP = "PRGn"   # purple (fake) - white - green (real)
 PANELS = 6      # snapshots shown side by side
 GIF_FRAMES = 60

@@ -97,6 +97,11 @@ def write_sweep_report(multirun_dir: str | Path, sort: str | None = None) -> dic
     metrics = metric_names([j.final for j in jobs if j.final])
     if sort is not None and sort not in metrics and sort not in ("d_loss", "g_loss", "step"):
         raise UserError(f"--sort {sort}: no job logged that metric; use one of {', '.join(metrics) or '(none yet)'}")
+    from gan_cli.report.sweep_extras import describe_search, objective_of, read_search, submitit_logs
+
+    objective = objective_of(jobs)  # metrics.objective of a search: the natural sort key
+    if sort is None and objective in metrics:
+        sort = objective
     if sort is None:
         sort = next((m for m in DEFAULT_SORT if m in metrics), metrics[0] if metrics else None)
     jobs = _sort(jobs, sort)
@@ -130,6 +135,11 @@ def write_sweep_report(multirun_dir: str | Path, sort: str | None = None) -> dic
     lines = [f"# Sweep report: {root}", "",
              f"{len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + "; sorted by "
              + (f"`{sort}`{direction}" if sort else "job number") + ".", ""]
+    search = read_search(root, jobs)  # an Optuna search's optimization_results.yaml
+    notes_top = [describe_search(search, objective)] if search is not None else []
+    notes_top += [n for n in [submitit_logs(root)] if n]
+    for note in notes_top:
+        lines += [note, ""]
     if common:
         lines += ["Common overrides: " + " ".join(f"`{c}`" for c in common), ""]
     lines += ["| " + " | ".join(md_escape(c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -160,8 +170,11 @@ def write_sweep_report(multirun_dir: str | Path, sort: str | None = None) -> dic
     # ---- HTML
     from gan_cli.report.html import Html, Image, Section, render_page, table as html_table
 
-    sections = [Section("jobs", "Jobs", [Html(("<p>Common overrides: <code>" + " ".join(common) + "</code></p>"
-                                               if common else "") + html_table(cols, table))],
+    import html as html_mod
+
+    extra_html = "".join(f"<p>{html_mod.escape(n.replace('`', ''))}</p>" for n in notes_top)
+    sections = [Section("jobs", "Jobs", [Html(extra_html + ("<p>Common overrides: <code>" + " ".join(common) + "</code></p>"
+                                                            if common else "") + html_table(cols, table))],
                         intro=lines[2])]
     if png is not None:
         sections.append(Section("plot", f"{sort} against the swept parameters",

@@ -1,0 +1,480 @@
+#!/usr/bin/env python
+"""Throughput: ``gan train`` against a straightforward keras-io style WGAN loop (generator steps/s).
+
+    python benchmarks/throughput.py                                  # all cases, 3 repeats
+    taskset -c 1 python benchmarks/throughput.py --out benchmarks/results/throughput.md
+    python benchmarks/throughput.py --mixed-precision --jit            # on a GPU (see README "Throughput")
+
+Cases (``--cases``): ``ring`` = ``experiment=bench_ring`` (ring data, ReLU MLPs 2-128-128, batch 256,
+WGAN n_critic 5, RMSProp 5e-5, clip 0.01), ``csm`` = ``experiment=bench_csm`` (seed 000's csm_mlp
+networks on 64-microphone CSMs, batch 64, the same WGAN settings), and ``ring_gp`` / ``csm_gp``: the
+same with ``loss=wgan_gp`` (gradient penalty 10 instead of clipping; optimizer unchanged).
+
+Reference (``ReferenceWGAN``): what a user would otherwise write, in the style of the keras-io WGAN-GP
+example: a ``keras.Model`` whose ``train_step`` runs a Python ``for`` loop over the ``n_critic``
+critic updates and clips by assigning each critic weight in a Python loop, compiled with Keras's
+default settings (``steps_per_execution=1``, ``jit_compile="auto"``: XLA off on a CPU, on on a GPU),
+fed by a ``tf.data`` pipeline of plain batches (``from_tensor_slices.shuffle.repeat.batch.prefetch``;
+one element = the ``n_critic * B`` real samples of a round), with a callback that reads the logs
+after every step as Keras's default progress bar does. Its networks come from the project's own
+model builders and optimizer factory with the same seed, so both sides train identical networks
+on the same data with the same batch size.
+
+``gan train``: ``gan_cli.train.train`` in this process, the real code path (data, ``build_gan``,
+the fused step, callbacks, checkpoint and evaluation at the end), with evaluation and checkpoints
+only at the end as in the bench experiments.
+
+Timing: steady state only. Each run records the time at the end of every compiled call
+(reference: every step; ``gan train``: every ``train.steps_per_execution`` steps, from its progress
+bar); the first ``train.steps_per_execution`` steps (``gan train``'s first compiled call: tracing and
+first-call set-up) are dropped on both sides and the rate is the remaining steps over their time.
+Reference and ``gan train`` alternate within each repeat (order swapped every repeat); the table gives
+the median over ``--repeats`` and the ratio of the medians; the same steps over the process's CPU
+time (all threads) are shown too, as other load on the machine slows wall-clock rates but hardly
+CPU-time rates. Separately, ``gan train`` is started as a subprocess (with
+``train.steps_per_execution=1``) and the time from the command to its first finished training step
+is reported (target < 10 s).
+
+FLOP/s (the csm case is the compute-bound one): matmul/convolution FLOPs per round, counted from
+layer shapes (``round_flops``), times the measured rounds/s, against the machine's measured float32
+matmul rate (``matmul_flops``: the best of several large ``tf.matmul`` calls) as the practical limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import io
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gan_cli.cli import _quiet_tensorflow  # noqa: E402
+
+_quiet_tensorflow()  # TensorFlow's C++ start-up chatter off (replayed only if the import fails)
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# case -> (experiment overrides, timed steps per repeat by default)
+CASES: dict[str, tuple[list[str], int]] = {
+    "ring": (["experiment=bench_ring"], 1000),
+    "ring_gp": (["experiment=bench_ring", "loss=wgan_gp"], 500),
+    "csm": (["experiment=bench_csm"], 20),
+    "csm_gp": (["experiment=bench_csm", "loss=wgan_gp"], 10),
+}
+
+
+# ---------------------------------------------------------------------------------- reference
+class ReferenceWGAN(keras.Model):
+    """A WGAN (weight clipping) or WGAN-GP written the straightforward keras-io way.
+
+    ``fit`` data: plain batches ``(n_critic * B, *sample_shape)``; critic update ``i`` of a step uses
+    rows ``i*B .. (i+1)*B - 1``. ``noise``: optional object with ``latent(batch, slot)`` ``(B, latent_dim)``
+    and ``epsilon(batch, slot)`` ``(B,)`` to reproduce another model's random draws (slot ``s`` of
+    round ``r`` is ``r * (n_critic + 1) + s``: critic updates 0..n_critic-1, then the generator);
+    without it, ``tf.random.normal`` / ``tf.random.uniform`` as in the keras-io example.
+    """
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model, latent_dim: int, n_critic: int = 5,
+                 clip_value: float | None = None, gp_weight: float = 0.0, noise=None, **kwargs):
+        super().__init__(**kwargs)
+        self.generator, self.discriminator = generator, discriminator
+        self.latent_dim, self.n_critic = int(latent_dim), int(n_critic)
+        self.clip_value, self.gp_weight = clip_value, float(gp_weight)
+        self.noise = noise
+        self.rounds = tf.Variable(0, dtype=tf.int64, trainable=False)  # only for ``noise`` slots
+
+    def compile(self, d_optimizer, g_optimizer, **kwargs):  # noqa: D401 - Keras signature
+        super().compile(**kwargs)
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+
+    def call(self, z, training=False):
+        return self.generator(z, training=training)
+
+    def latent(self, batch, slot):
+        if self.noise is not None:
+            return self.noise.latent(batch, slot)
+        return tf.random.normal(shape=(batch, self.latent_dim))
+
+    def epsilon(self, batch, slot):
+        if self.noise is not None:
+            return self.noise.epsilon(batch, slot)
+        return tf.random.uniform(shape=(batch,), minval=0.0, maxval=1.0)
+
+    def gradient_penalty(self, real, fake, eps):
+        """(||grad D(x_hat)|| - 1)^2 averaged, x_hat = eps real + (1 - eps) fake."""
+        eps = tf.reshape(eps, [-1] + [1] * (len(real.shape) - 1))
+        interpolated = eps * real + (1.0 - eps) * fake
+        with tf.GradientTape() as gp_tape:
+            gp_tape.watch(interpolated)
+            pred = self.discriminator(interpolated, training=True)
+        grads = gp_tape.gradient(pred, [interpolated])[0]
+        norm = tf.sqrt(tf.reduce_sum(tf.square(grads), axis=list(range(1, len(real.shape)))))
+        return tf.reduce_mean((norm - 1.0) ** 2)
+
+    def train_step(self, real_images):
+        batch = tf.shape(real_images)[0] // self.n_critic
+        base = self.rounds * (self.n_critic + 1)
+        for i in range(self.n_critic):
+            real = real_images[i * batch:(i + 1) * batch]
+            z = self.latent(batch, base + i)
+            with tf.GradientTape() as tape:
+                fake = self.generator(z, training=True)
+                fake_logits = self.discriminator(fake, training=True)
+                real_logits = self.discriminator(real, training=True)
+                d_loss = tf.reduce_mean(fake_logits) - tf.reduce_mean(real_logits)
+                if self.gp_weight > 0:
+                    d_loss = d_loss + self.gp_weight * self.gradient_penalty(real, fake, self.epsilon(batch, base + i))
+            d_grads = tape.gradient(d_loss, self.discriminator.trainable_variables)
+            self.d_optimizer.apply_gradients(zip(d_grads, self.discriminator.trainable_variables))
+            if self.clip_value is not None:
+                for w in self.discriminator.trainable_weights:
+                    w.assign(tf.clip_by_value(w, -self.clip_value, self.clip_value))
+        z = self.latent(batch, base + self.n_critic)
+        with tf.GradientTape() as tape:
+            generated = self.generator(z, training=True)
+            g_loss = -tf.reduce_mean(self.discriminator(generated, training=True))
+        g_grads = tape.gradient(g_loss, self.generator.trainable_variables)
+        self.g_optimizer.apply_gradients(zip(g_grads, self.generator.trainable_variables))
+        self.rounds.assign_add(1)
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+
+def reference_dataset(x: np.ndarray, batch: int, n_critic: int, seed: int = 0) -> tf.data.Dataset:
+    """Plain batches of ``n_critic * batch`` real samples, the usual tf.data way."""
+    return (tf.data.Dataset.from_tensor_slices(x).shuffle(min(len(x), 10_000), seed=seed).repeat()
+            .batch(n_critic * batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+
+# ---------------------------------------------------------------------------------- timing
+def _now() -> tuple[float, float]:
+    """(wall-clock seconds, CPU seconds of this process, all threads)."""
+    return time.perf_counter(), time.process_time()
+
+
+class _Clock(keras.callbacks.Callback):
+    """Records ``_now()`` after every compiled call (``on_train_batch_end``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.times: list[tuple[float, float]] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(_now())
+
+
+def steady_rate(times: list[tuple[float, float]], steps_per_call: int, warmup_calls: int) -> tuple[float, float]:
+    """(steps per wall-clock second, steps per CPU second) after the first ``warmup_calls`` compiled calls
+    (``times[k]``: ``_now()`` at the end of call ``k``). The CPU-second rate is what a run would reach
+    with the cores to itself: other load on the machine slows the first, hardly the second."""
+    if len(times) <= warmup_calls:
+        raise RuntimeError(f"only {len(times)} compiled calls recorded; raise --steps")
+    steps = (len(times) - warmup_calls) * steps_per_call
+    (w0, c0), (w1, c1) = times[warmup_calls - 1], times[-1]
+    return steps / (w1 - w0), steps / max(c1 - c0, 1e-9)
+
+
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_module
+
+    with initialize_config_module("gan_cli.conf", version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def gan_flags(args) -> list[str]:
+    """The ``gan train`` overrides of ``--jit`` and ``--mixed-precision``."""
+    return [f"train.jit_compile={str(args.jit).lower()}", f"train.mixed_precision={str(args.mixed_precision).lower()}"]
+
+
+def case_config(case: str, steps: int, args) -> tuple:
+    """(composed config for ``train``, warm-up steps, steps per compiled call) for ``steps`` timed steps."""
+    from gan_cli import config as config_mod
+    from gan_cli.train import build_dataset
+
+    overrides = list(CASES[case][0]) + list(args.overrides)
+    cfg0 = compose(overrides)
+    spe = int(cfg0.train.steps_per_execution)
+    steps = spe * max(1, math.ceil(steps / spe))          # whole compiled calls
+    warmup = spe                                           # the first compiled call: tracing, first-call set-up
+    total = warmup + steps
+    overrides += [f"train.steps={total}", f"train.eval_every={total}", f"train.checkpoint_every={total}",
+                  "metrics.num_samples=200", "train.report=false", *gan_flags(args)]
+    cfg = compose(overrides)
+    config_mod.validate(cfg)
+    data = build_dataset(cfg.dataset)
+    resolved = config_mod.resolve(cfg, data)
+    return cfg, resolved, data, warmup, steps, spe
+
+
+def run_reference(resolved, data, warmup: int, steps: int) -> tuple[tuple[float, float], tuple[int, int]]:
+    """Steady-state generator steps/s (wall, CPU) of ``ReferenceWGAN`` and the networks' (G, D) MACs per sample."""
+    from gan_cli.models import get_builder
+    from gan_cli.optimizers import build_optimizer
+
+    keras.utils.set_random_seed(int(resolved.train.seed))
+    generator, discriminator = get_builder(resolved.model.name)(resolved.model, data, int(resolved.latent.dim), False)
+    loss = resolved.loss.name
+    model = ReferenceWGAN(generator, discriminator, int(resolved.latent.dim), int(resolved.train.n_critic),
+                          clip_value=float(resolved.loss.clip_value) if loss == "wgan" else None,
+                          gp_weight=float(resolved.loss.get("gp_weight", 0.0)) if loss == "wgan_gp" else 0.0)
+    model.compile(build_optimizer(resolved.optimizer.discriminator), build_optimizer(resolved.optimizer.generator))
+    x, _ = data.arrays()
+    ds = reference_dataset(x, int(resolved.train.batch_size), int(resolved.train.n_critic))
+    clock = _Clock()
+    model.fit(ds, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[clock], shuffle=False)
+    macs = (model_macs(generator), model_macs(discriminator))
+    return steady_rate(clock.times, 1, warmup), macs
+
+
+@contextlib.contextmanager
+def _timed_progress_bar(clock: list):
+    """Make ``gan train``'s progress bar also record the end time of every compiled call into ``clock``."""
+    import gan_cli.callbacks as callbacks_mod
+
+    original = callbacks_mod.ProgressBar
+
+    class TimedProgressBar(original):
+        def on_train_batch_end(self, batch, logs=None):
+            super().on_train_batch_end(batch, logs)
+            clock.append(_now())
+
+    callbacks_mod.ProgressBar = TimedProgressBar
+    try:
+        yield
+    finally:
+        callbacks_mod.ProgressBar = original
+
+
+def run_gan(cfg, warmup: int, spe: int) -> tuple[float, float]:
+    """Steady-state generator steps/s (wall, CPU) of ``gan_cli.train.train(cfg)`` (its output is swallowed)."""
+    from gan_cli.train import train
+
+    clock: list[tuple[float, float]] = []
+    with tempfile.TemporaryDirectory() as run_dir, _timed_progress_bar(clock), \
+            contextlib.redirect_stderr(io.StringIO()):
+        train(cfg, run_dir)
+    return steady_rate(clock, spe, warmup // spe)
+
+
+def _free() -> None:
+    keras.backend.clear_session()
+    gc.collect()
+
+
+# ---------------------------------------------------------------------------------- start-up
+def gan_command() -> list[str]:
+    script = Path(sys.executable).with_name("gan")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gan_cli.cli"]
+
+
+def startup_time(case: str, args) -> tuple[float, float, int]:
+    """(seconds to the start-up line naming the device, seconds until the first training step is done) of
+    ``gan train`` started as a subprocess, with ``train.steps_per_execution=1`` so that its progress bar
+    moves after the first step (tracing included)."""
+    total = 2
+    with tempfile.TemporaryDirectory() as run_dir:
+        cmd = [*gan_command(), "train", *CASES[case][0], *args.overrides, "train.steps_per_execution=1",
+               f"train.steps={total}", f"train.eval_every={total}", f"train.checkpoint_every={total}",
+               "metrics.num_samples=200", "train.report=false", *gan_flags(args), f"hydra.run.dir={run_dir}"]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=run_dir)
+        text, t_device, t_first = "", math.nan, math.nan
+        while True:
+            chunk = os.read(proc.stderr.fileno(), 65536)
+            if not chunk:
+                break
+            text += chunk.decode(errors="replace")
+            now = time.perf_counter() - t0
+            if math.isnan(t_device) and "device " in text:
+                t_device = now
+            if math.isnan(t_first) and re.search(r"\|\s*[1-9]\d*/\d+", text):  # tqdm "| 1/2": a step done
+                t_first = now
+        if proc.wait() != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{text[-2000:]}")
+    return t_device, t_first
+
+
+# ---------------------------------------------------------------------------------- FLOPs
+def model_macs(model: keras.Model) -> int:
+    """Multiply-accumulates of one forward pass of one sample through the Dense/Conv layers of ``model``:
+    ``prod(kernel.shape) * prod(output spatial dims)`` (Dense: ``in * out``; Conv2D:
+    ``H_out * W_out * k * k * C_in * C_out``)."""
+    total = 0
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        spatial = layer.output.shape[1:-1]
+        total += int(np.prod(kernel.shape)) * int(np.prod(spatial) if len(spatial) else 1)
+    return total
+
+
+def round_flops(g_macs: int, d_macs: int, batch: int, n_critic: int) -> float:
+    """FLOPs of one WGAN round (weight clipping; 2 FLOPs per MAC).
+
+    Per MAC and sample: forward 2, backward 4 (2 for the input gradient, 2 for the weight gradient).
+    Critic update: G forward on B noise vectors (2 B G), D forward + backward on B real and B fake
+    samples (6 * 2B * D). Generator update: G forward + backward (6 B G), D forward + input gradient
+    only (4 B D). Round = n_critic critic updates + 1 generator update. (Elementwise ops, the
+    optimizer and clipping are not counted; the gradient penalty's double backward is not modelled.)
+    """
+    critic = 2 * batch * g_macs + 12 * batch * d_macs
+    generator = 6 * batch * g_macs + 4 * batch * d_macs
+    return float(n_critic * critic + generator)
+
+
+def matmul_flops(dtype=tf.float32, repeats: int = 5) -> float:
+    """The machine's practical float matmul rate (FLOP/s): best of ``repeats`` n x n products."""
+    n = 4096 if tf.config.list_physical_devices("GPU") else 2048
+    a = tf.random.normal((n, n), dtype=tf.float32)
+    a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
+
+    @tf.function
+    def product(a, b):
+        return tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32))  # a scalar back: no big copy to host
+
+    product(a, b).numpy()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        product(a, b).numpy()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+# ---------------------------------------------------------------------------------- report
+def device_line() -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return ", ".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus)
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"CPU {model}, {cores} of {os.cpu_count()} cores usable by this process"
+
+
+def _fmt(rates: list[float]) -> str:
+    med = statistics.median(rates)
+    digits = 1 if med >= 10 else 2
+    if len(rates) == 1:
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} ({min(rates):.{digits}f}-{max(rates):.{digits}f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per side and case (median reported)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed generator steps per run (default per case: ring 1000, ring_gp 500, csm 20, csm_gp 10)")
+    p.add_argument("--jit", action="store_true", help="gan train with train.jit_compile=true (XLA)")
+    p.add_argument("--mixed-precision", action="store_true", help="gan train with train.mixed_precision=true")
+    p.add_argument("--overrides", nargs="*", default=[],
+                   help="extra Hydra overrides (data, model and optimizer settings reach both sides; train.* only "
+                        "gan train), e.g. train.steps_per_execution=50")
+    p.add_argument("--no-startup", action="store_true", help="skip the start-up (command to first step) timing")
+    p.add_argument("--out", type=Path, default=None, help="also write the tables as Markdown to this file")
+    args = p.parse_args(argv)
+
+    command = "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    head = [f"device: {device_line()}; TensorFlow {tf.__version__}, Keras {keras.__version__}; "
+            f"load average at start {os.getloadavg()[0]:.2f}",
+            f"gan train: {', '.join(gan_flags(args) + list(args.overrides))}"
+            + "; reference: float32, Keras default compile (steps_per_execution=1, jit_compile=auto)"]
+    print("\n".join(head), flush=True)
+
+    results: dict[str, dict] = {}
+    for case in args.cases:
+        steps = args.steps if args.steps is not None else CASES[case][1]
+        cfg, resolved, data, warmup, steps, spe = case_config(case, steps, args)
+        runs: dict[str, list[tuple[float, float]]] = {"ref": [], "gan": []}
+        macs = (0, 0)
+        for r in range(args.repeats):
+            for side in (("ref", "gan") if r % 2 == 0 else ("gan", "ref")):
+                if side == "ref":
+                    rate, macs = run_reference(resolved, data, warmup, steps)
+                else:
+                    rate = run_gan(cfg, warmup, spe)
+                runs[side].append(rate)
+                _free()
+            (ref_w, ref_c), (gan_w, gan_c) = runs["ref"][-1], runs["gan"][-1]
+            print(f"  {case} repeat {r + 1}: steps/s (per CPU-s) reference {ref_w:.3g} ({ref_c:.3g}), "
+                  f"gan train {gan_w:.3g} ({gan_c:.3g})", flush=True)
+        flops = round_flops(*macs, int(resolved.train.batch_size), int(resolved.train.n_critic))
+        results[case] = dict(steps=steps, spe=spe, batch=int(resolved.train.batch_size),
+                             flops=flops if resolved.loss.name == "wgan" else None,
+                             **{f"{side}_{kind}": [rate[k] for rate in runs[side]]
+                                for side in runs for k, kind in enumerate(("wall", "cpu"))})
+
+    lines = [f"Command: `{command}`", "", *[f"- {h}" for h in head], "",
+             "| case | loss | batch | timed steps x repeats | reference steps/s | gan train steps/s | **ratio** "
+             "| reference steps/CPU-s | gan train steps/CPU-s | ratio per CPU-s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for case, res in results.items():
+        med = {k: statistics.median(v) for k, v in res.items() if k.endswith(("_wall", "_cpu"))}
+        loss = "wgan_gp" if case.endswith("_gp") else "wgan (clip)"
+        name, repeats = case.replace("_gp", ""), len(res["gan_wall"])
+        lines.append(f"| {name} | {loss} | {res['batch']} | {res['steps']} x {repeats} "
+                     f"| {_fmt(res['ref_wall'])} | {_fmt(res['gan_wall'])} "
+                     f"| **{med['gan_wall'] / med['ref_wall']:.2f}x** "
+                     f"| {_fmt(res['ref_cpu'])} | {_fmt(res['gan_cpu'])} | {med['gan_cpu'] / med['ref_cpu']:.2f}x |")
+    lines.append("")
+    lines.append("Generator steps/s: median (min-max) over the repeats, steady state (the first `gan train` compiled "
+                 "call's worth of steps dropped on both sides); steps/CPU-s: the same steps over the process's CPU "
+                 "time (all threads), which other load on the machine hardly changes.")
+
+    flop_cases = {c: r for c, r in results.items() if r["flops"]}
+    if flop_cases:
+        peak = matmul_flops()
+        half = (f" (float16: {matmul_flops(tf.float16) / 1e9:.1f} GFLOP/s)"
+                if args.mixed_precision and tf.config.list_physical_devices("GPU") else "")
+        lines += ["", f"Achieved FLOP/s (matmul/conv FLOPs per round from layer shapes, `round_flops`) against the "
+                  f"measured float32 matmul rate of this device, {peak / 1e9:.1f} GFLOP/s{half}:", "",
+                  "| case | GFLOP per round | reference GFLOP/s | gan train GFLOP/s | gan train / matmul rate |",
+                  "|---|---|---|---|---|"]
+        for case, res in flop_cases.items():
+            ref_f = res["flops"] * statistics.median(res["ref_wall"])
+            gan_f = res["flops"] * statistics.median(res["gan_wall"])
+            lines.append(f"| {case} | {res['flops'] / 1e9:.3g} | {ref_f / 1e9:.1f} | {gan_f / 1e9:.1f} "
+                         f"| {gan_f / peak:.0%} |")
+
+    if not args.no_startup:
+        lines += ["", "`gan train experiment=bench_...` started as a subprocess (with `train.steps_per_execution=1`, "
+                  "so its progress bar moves after one step): seconds from the command to its start-up line (data "
+                  "loaded, networks built, device named) and to the end of its first training step (tracing "
+                  "included):",
+                  "", "| case | to start-up line (s) | to first step done (s) |", "|---|---|---|"]
+        for case in dict.fromkeys(c.replace("_gp", "") for c in args.cases):
+            t_dev, t_first = startup_time(case, args)
+            lines.append(f"| {case} | {t_dev:.1f} | {t_first:.1f} |")
+
+    report = "\n".join(lines)
+    print("\n" + report)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Config checks for minibatch discrimination, virtual batch norm and GN-GAN (no TensorFlow import).
+
+Called by ``config.validate``; every problem is a one-line ``ConfigError`` naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from gan_cli.errors import ConfigError
+
+# models whose builders know minibatch discrimination and virtual batch norm
+MBD_VBN_MODELS = ("mlp", "maxout", "dcgan")
+# GN-GAN keys of conf/loss/gngan.yaml -> (minimum, maximum, minimum excluded)
+GNGAN_KEYS: dict[str, tuple[float, float | None, bool]] = {
+    "alpha": (0.0, 1.0, False),
+    "lambda_r": (0.0, None, False),
+    "lambda_p": (0.0, None, False),
+    "lambda_m1": (0.0, None, False),
+    "lambda_m2": (0.0, None, False),
+    "sigma_z": (0.0, None, True),
+    "sigma_x": (0.0, None, True),
+}
+GNGAN_OTHER_KEYS = ("name", "default_optimizer", "default_n_critic")
+
+
+def _int(where: str, value: Any, minimum: int, hint: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{where} must be an integer >= {minimum} ({hint}), got {value!r}")
+    return value
+
+
+def _check_model(model: DictConfig) -> None:
+    name = model.get("name")
+    disc = model.get("discriminator") if isinstance(model.get("discriminator"), DictConfig) else {}
+    gen = model.get("generator") if isinstance(model.get("generator"), DictConfig) else {}
+    kernels = disc.get("mbd_kernels", 0)
+    _int("model.discriminator.mbd_kernels", kernels, 0, "minibatch discrimination kernels; 0 = off")
+    if kernels:
+        _int("model.discriminator.mbd_dim", disc.get("mbd_dim", 5), 1, "dims per minibatch discrimination kernel")
+    if not isinstance(disc.get("mbd_average", True), bool):
+        raise ConfigError(f"model.discriminator.mbd_average must be true or false, got {disc.get('mbd_average')!r}")
+    if "vbn_ref_size" in model:
+        _int("model.vbn_ref_size", model.vbn_ref_size, 1, "rows of the virtual batch norm reference batch")
+    virtual = [f"model.{net}.{key}" for net, node in (("generator", gen), ("discriminator", disc))
+               for key in ("batch_norm", "norm") if node.get(key) == "virtual"]
+    if name in ("mlp", "maxout"):
+        for net, node in (("generator", gen), ("discriminator", disc)):
+            if node.get("batch_norm", False) not in (False, True, "virtual"):
+                raise ConfigError(f"model.{net}.batch_norm must be false, true or virtual, "
+                                  f"got {node.get('batch_norm')!r}")
+    elif name not in MBD_VBN_MODELS and (kernels or virtual):
+        what = "model.discriminator.mbd_kernels" if kernels else virtual[0]
+        raise ConfigError(f"{what} (minibatch discrimination / virtual batch norm) is supported by model="
+                          f"{', '.join(MBD_VBN_MODELS)}, not '{name}'; pick one of those or remove it")
+
+
+def _check_gngan(cfg: DictConfig) -> None:
+    from gan_cli.techniques import LOSS_KEYS  # feature matching and R1 compose with GN-GAN
+
+    loss = cfg.loss
+    for key in loss:
+        if key not in GNGAN_KEYS and key not in GNGAN_OTHER_KEYS and key not in LOSS_KEYS:
+            raise ConfigError(f"unknown key loss.{key} for loss=gngan; valid: {', '.join(GNGAN_KEYS)}")
+    for key, (low, high, open_low) in GNGAN_KEYS.items():
+        value = loss.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"loss.{key} must be a number, got {value!r}")
+        if (value <= low if open_low else value < low) or (high is not None and value > high):
+            rng = f"({low:g}, inf)" if open_low else (f"[{low:g}, {high:g}]" if high is not None else f"[{low:g}, inf)")
+            raise ConfigError(f"loss.{key} must be in {rng}, got {value}")
+    if cfg.model.get("pack", 1) != 1:
+        raise ConfigError("loss=gngan does not support PacGAN packing (its gradient matching needs per-sample "
+                          "gradients); set model.pack=1")
+    if cfg.model.get("conditional", False):
+        raise ConfigError("loss=gngan is unconditional; set model.conditional=false")
+
+
+def check_techniques_b(cfg: DictConfig) -> None:
+    """Raise ConfigError for a bad minibatch discrimination, virtual batch norm or GN-GAN setting."""
+    _check_model(cfg.model)
+    if cfg.loss.get("name") == "gngan":
+        _check_gngan(cfg)

@@ -1,0 +1,178 @@
+"""Issue 8 (fast training): the fused training step computes the same updates as the straightforward
+keras-io style loop of benchmarks/throughput.py; mixed precision; the benchmark runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY, compose
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _throughput():
+    """benchmarks/throughput.py as a module (it is a script, not part of the package)."""
+    if "throughput_bench" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("throughput_bench", ROOT / "benchmarks" / "throughput.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["throughput_bench"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["throughput_bench"]
+
+
+class SharedNoise:
+    """The GAN's own stateless draws, so the reference consumes exactly the same noise."""
+
+    def __init__(self, gan):
+        self.gan = gan
+
+    def latent(self, batch, slot):
+        return self.gan.latent(batch, slot)
+
+    def epsilon(self, batch, slot):
+        return self.gan._epsilon(batch, slot)
+
+
+def _networks(cfg, data):
+    from gan_cli.models import get_builder
+
+    return get_builder(cfg.model.name)(cfg.model, data, int(cfg.latent.dim), False)
+
+
+@pytest.mark.parametrize("loss", ["wgan", "wgan_gp"])
+def test_fused_step_matches_straightforward_loop(loss):
+    """Same initial weights, same real batches, same noise: after 4 rounds (2 compiled calls of 2 rounds
+    for the fused step, 4 separate steps for the reference) every G and D weight agrees."""
+    import keras
+    import tensorflow as tf
+
+    from gan_cli.gan import GAN
+    from gan_cli.losses import get_loss
+    from gan_cli.train import build_dataset
+
+    T = _throughput()
+    n_critic, batch, rounds = 5, 32, 4
+    cfg = compose(["experiment=bench_ring", f"loss={loss}", "model.generator.hidden=[32,32]",
+                   "model.discriminator.hidden=[32,32]", "dataset.num_samples=2000"])
+    data = build_dataset(cfg.dataset)
+    keras.utils.set_random_seed(0)
+    g1, d1 = _networks(cfg, data)
+    g2, d2 = _networks(cfg, data)
+    g2.set_weights(g1.get_weights())
+    d2.set_weights(d1.get_weights())
+    initial = [w.copy() for w in d1.get_weights()]
+    clip = 0.01 if loss == "wgan" else None
+    gp = 10.0 if loss == "wgan_gp" else 0.0
+
+    gan = GAN(g1, d1, get_loss(loss), {}, latent_dim=2, n_critic=n_critic, clip_value=clip, gp_weight=gp, seed=7)
+    gan.compile(keras.optimizers.RMSprop(1e-3), keras.optimizers.RMSprop(1e-3), steps_per_execution=2)
+    ref = T.ReferenceWGAN(g2, d2, latent_dim=2, n_critic=n_critic, clip_value=clip, gp_weight=gp,
+                          noise=SharedNoise(gan))
+    ref.compile(keras.optimizers.RMSprop(1e-3), keras.optimizers.RMSprop(1e-3))
+
+    rng = np.random.default_rng(1)
+    real = rng.standard_normal((rounds, n_critic, batch, 2)).astype(np.float32)  # [round, critic update, row]
+    fused_data = np.transpose(real, (0, 2, 1, 3))  # GAN fit layout: (B, n_critic, *shape) per round
+    gan.fit(tf.data.Dataset.from_tensor_slices(fused_data), epochs=1, steps_per_epoch=rounds, verbose=0, shuffle=False)
+    plain = real.reshape(rounds, n_critic * batch, 2)  # reference: plain batches, update i = rows i*B..(i+1)*B-1
+    ref.fit(tf.data.Dataset.from_tensor_slices(plain), epochs=1, steps_per_epoch=rounds, verbose=0, shuffle=False)
+
+    assert int(gan.round.numpy()) == rounds
+    for a, b in zip(g1.get_weights() + d1.get_weights(), g2.get_weights() + d2.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(d1.get_weights(), initial))
+    assert moved > 1e-3  # the rounds really trained D
+    if clip:
+        assert max(float(np.abs(w).max()) for w in d1.get_weights()) <= clip + 1e-7
+
+
+def _train_rounds(cfg, data, rounds: int):
+    import tensorflow as tf
+
+    from gan_cli.train import build_gan
+
+    gan = build_gan(cfg, data)
+    ds = data.tf_dataset(int(cfg.train.batch_size), 0, batches_per_step=int(cfg.train.n_critic))
+    gan.fit(ds.take(rounds), epochs=1, steps_per_epoch=rounds, verbose=0, shuffle=False)
+    return gan, tf
+
+
+def test_mixed_precision_trains_on_cpu_with_float32_logits():
+    """train.mixed_precision: float16 hidden layers, float32 logits and samples, loss-scaled optimizers whose
+    updates match float32 training (SGD, where a missing unscaling would make them 2^15 times larger)."""
+    import keras
+
+    from gan_cli import config as config_mod
+    from gan_cli.train import build_dataset
+
+    def resolved(mixed: bool):
+        cfg = compose([*TINY, "loss=nsgan", "optimizer=sgd", "optimizer.generator.lr=0.01",
+                       "optimizer.discriminator.lr=0.01", "optimizer.generator.momentum=0.0",
+                       "optimizer.discriminator.momentum=0.0", "train.steps_per_execution=2",
+                       f"train.mixed_precision={str(mixed).lower()}"])
+        data = build_dataset(cfg.dataset)
+        return config_mod.resolve(cfg, data), data
+
+    cfg, data = resolved(True)
+    mixed, tf = _train_rounds(cfg, data, 2)
+    assert isinstance(mixed.d_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert mixed.discriminator.layers[1].compute_dtype == "float16"
+    assert mixed.discriminator.layers[-1].compute_dtype == "float32"
+    z = mixed.latent(16, 0)
+    fake = mixed.generate(z, training=True)
+    logits = mixed.discriminator(fake, training=True)
+    assert fake.dtype == tf.float32 and logits.dtype == tf.float32
+    assert int(mixed.round.numpy()) == 2
+
+    cfg32, data32 = resolved(False)
+    full, _ = _train_rounds(cfg32, data32, 2)
+    # same seed -> same initial weights; the fp16 updates must match the fp32 ones to fp16 precision
+    init_cfg, _ = resolved(False)
+    from gan_cli.train import build_gan
+
+    start = build_gan(init_cfg, data32)
+    for w_mixed, w_full, w0 in zip(mixed.discriminator.get_weights(), full.discriminator.get_weights(),
+                                   start.discriminator.get_weights()):
+        step_full, step_mixed = w_full - w0, w_mixed - w0
+        scale = float(np.abs(step_full).max())
+        assert scale > 0
+        assert float(np.abs(step_mixed - step_full).max()) <= 0.05 * scale + 1e-6
+
+
+def test_mixed_precision_warns_on_cpu(capsys, tmp_path):
+    from gan_cli.train import train
+
+    train(compose([*TINY, "train.steps=2", "train.eval_every=2", "train.checkpoint_every=2",
+                   "train.mixed_precision=true"]), tmp_path)
+    assert "meant for GPUs" in capsys.readouterr().err
+
+
+def test_benchmark_script_prints_a_ratio(tmp_path, capsys):
+    out = tmp_path / "throughput.md"
+    T = _throughput()
+    assert T.main(["--cases", "ring", "--repeats", "1", "--steps", "10", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = out.read_text()
+    assert "device: CPU" in printed
+    row = next(line for line in table.splitlines() if line.startswith("| ring |"))
+    ratio = float(re.search(r"\*\*([0-9.]+)x\*\*", row).group(1))
+    assert ratio > 0
+    # FLOP/s table: 2-128-128 MLPs, batch 256, n_critic 5 -> 0.344 GFLOP per round (round_flops docstring)
+    assert "| ring | 0.344 |" in table
+    startup = next(line for line in table.splitlines() if line.startswith("| ring | ") and line.count("|") == 4)
+    seconds = [float(v) for v in startup.strip("|").split("|")[1:3]]
+    assert 0 < seconds[0] <= seconds[1] < 120
+
+
+def test_round_flops_formula():
+    T = _throughput()
+    # G 2-128-128-2: 2*128 + 128*128 + 128*2 MACs; D 2-128-128-1: 2*128 + 128*128 + 128
+    g, d = 2 * 128 + 128 * 128 + 128 * 2, 2 * 128 + 128 * 128 + 128
+    b = 256
+    assert T.round_flops(g, d, b, 5) == 5 * (2 * b * g + 12 * b * d) + 6 * b * g + 4 * b * d
