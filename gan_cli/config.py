@@ -147,12 +147,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model '{cfg.model.get('name')}' has no generator section")
     _check_dataset_keys(cfg.dataset)
     _check_pack(cfg)
-    from gan_cli.techniques_config import check_techniques_b
+    from gan_cli.techniques_config import check_model_techniques
 
-    check_techniques_b(cfg)  # minibatch discrimination, virtual batch norm, GN-GAN
-    from gan_cli.techniques import check as check_techniques_a
+    check_model_techniques(cfg)  # minibatch discrimination, virtual batch norm, GN-GAN
+    from gan_cli.techniques import check as check_training_techniques
 
-    check_techniques_a(cfg)  # feature matching, R1, unrolling, generator EMA, n_critic schedule, spectral norm
+    check_training_techniques(cfg)  # feature matching, R1, unrolling, generator EMA, n_critic schedule, spectral norm
 
 
 PACK_MODELS = ("mlp", "maxout")

@@ -80,7 +80,7 @@ def _check_gngan(cfg: DictConfig) -> None:
         raise ConfigError("loss=gngan is unconditional; set model.conditional=false")
 
 
-def check_techniques_b(cfg: DictConfig) -> None:
+def check_model_techniques(cfg: DictConfig) -> None:
     """Raise ConfigError for a bad minibatch discrimination, virtual batch norm or GN-GAN setting."""
     _check_model(cfg.model)
     if cfg.loss.get("name") == "gngan":

@@ -430,6 +430,8 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
                 factor = float(cfg.train.nan_lr_factor)
                 gan.g_optimizer.learning_rate = lr_g * factor
                 gan.d_optimizer.learning_rate = lr_d * factor
+                if getattr(gan, "e_optimizer", None) is not None:  # GN-GAN's encoder (gan_cli.gngan)
+                    gan.e_optimizer.learning_rate = float(np.asarray(gan.e_optimizer.learning_rate)) * factor
                 _trim_metrics(run_dir, position)
                 monitor.last_row = None
                 monitor.reset_checks(position)

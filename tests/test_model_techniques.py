@@ -1,4 +1,4 @@
-"""Minibatch discrimination, virtual batch normalisation and GN-GAN (issue 5, part B).
+"""Minibatch discrimination, virtual batch normalisation and GN-GAN.
 
 Math against numpy references on fixed inputs, GN-GAN's Algorithm 1 ordering, the reference batch in
 checkpoints, one end-to-end CLI run per technique group on ring and on digits, and bad input (exit 2).
@@ -277,7 +277,7 @@ def _check_run(run_dir: Path, keys: tuple[str, ...]) -> None:
         assert r[-1][key] is not None and math.isfinite(r[-1][key]), key
 
 
-# GN-GAN composed with part A's R1 penalty and feature matching (they act through D's objective and G's)
+# GN-GAN composed with the R1 penalty and feature matching (they act through D's objective and G's)
 GNGAN_RING = ["loss=gngan", "model=mlp", "loss.r1_weight=0.5", "loss.feature_matching=0.5"]
 
 
