@@ -153,6 +153,7 @@ def test_mixed_precision_warns_on_cpu(capsys, tmp_path):
     assert "meant for GPUs" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~30 s: runs both trainers; the equivalence tests above stay in the default run
 def test_benchmark_script_prints_a_ratio(tmp_path, capsys):
     out = tmp_path / "throughput.md"
     T = _throughput()
