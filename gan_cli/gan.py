@@ -110,14 +110,14 @@ class GAN(keras.Model):
     def _key(self, purpose: int, slot) -> tf.Tensor:
         return tf.stack([tf.constant(self.seed * 8 + purpose, tf.int64), tf.cast(slot, tf.int64)])
 
-    def latent(self, batch, slot) -> tf.Tensor:
-        """Noise ``(batch, latent_dim)``: N(0, I) or U[-1, 1], keyed on ``slot`` (under tf.distribute:
-        this replica's rows of the global batch's noise, ``distribute.replica_rows``)."""
+    def latent(self, batch, slot, purpose: int = _LATENT) -> tf.Tensor:
+        """Noise ``(batch, latent_dim)``: N(0, I) or U[-1, 1], keyed on ``(purpose, slot)`` (under
+        tf.distribute: this replica's rows of the global batch's noise, ``distribute.replica_rows``)."""
         def draw(n):
             shape = tf.stack([n, self.latent_dim])
             if self.latent_distribution == "uniform":
-                return tf.random.stateless_uniform(shape, self._key(_LATENT, slot), -1.0, 1.0)
-            return tf.random.stateless_normal(shape, self._key(_LATENT, slot))
+                return tf.random.stateless_uniform(shape, self._key(purpose, slot), -1.0, 1.0)
+            return tf.random.stateless_normal(shape, self._key(purpose, slot))
 
         return replica_rows(draw, batch)
 

@@ -32,7 +32,7 @@ import keras
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gan_cli.distribute import replica_rows, replica_share
+from gan_cli.distribute import replica_share
 from gan_cli.errors import ConfigError
 from gan_cli.gan import GAN
 from gan_cli.losses import feature_matching_loss, r1_penalty
@@ -80,13 +80,7 @@ class GNGAN(GAN):
     # ---- the three phases ------------------------------------------------------------
     def ae_latent(self, batch, slot) -> tf.Tensor:
         """The auto-encoder step's noise ``(batch, latent_dim)`` (its own stream, keyed on the round)."""
-        def draw(n):
-            shape = tf.stack([n, self.latent_dim])
-            if self.latent_distribution == "uniform":
-                return tf.random.stateless_uniform(shape, self._key(_AE_NOISE, slot), -1.0, 1.0)
-            return tf.random.stateless_normal(shape, self._key(_AE_NOISE, slot))
-
-        return replica_rows(draw, batch)
+        return self.latent(batch, slot, purpose=_AE_NOISE)
 
     def ae_step(self, x, slot):
         """Phase 1: E, G <- min ||x - G(E(x))||^2 + lambda_r V_R(z, G(z)) on real ``x`` ``(B, *shape)``;
