@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shlex
 import shutil
@@ -33,6 +32,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_info import cpu_model, usable_cores  # noqa: E402
 
 # (name, overrides, what it is). All run offline on digits.
 ROWS = [
@@ -117,16 +119,7 @@ def table(results: list[dict]) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cores} CPU core(s) usable ({cpu}), Python {platform.python_version()}, {platform.system()}"
+    return f"{usable_cores()} CPU core(s) usable ({cpu_model()}), Python {platform.python_version()}, {platform.system()}"
 
 
 def main(argv=None) -> int:

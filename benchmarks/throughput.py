@@ -48,7 +48,6 @@ import gc
 import io
 import math
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -61,8 +60,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from gan_cli.cli import _quiet_tensorflow  # noqa: E402
+from machine_info import cpu_model, usable_cores  # noqa: E402
 
 _quiet_tensorflow()  # TensorFlow's C++ start-up chatter off (replayed only if the import fails)
 import keras  # noqa: E402
@@ -361,16 +362,7 @@ def device_line() -> str:
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         return ", ".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus)
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"CPU {model}, {cores} of {os.cpu_count()} cores usable by this process"
+    return f"CPU {cpu_model()}, {usable_cores()} of {os.cpu_count()} cores usable by this process"
 
 
 def _fmt(rates: list[float]) -> str:

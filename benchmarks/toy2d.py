@@ -34,6 +34,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_info import usable_cores  # noqa: E402
+
 # DESIGN.md section 5 (PacGAN paper, Table 1; Unrolled GAN and VEEGAN from the VEEGAN table).
 # (ring modes, ring HQ %, ring rev-KL, grid modes, grid HQ %, grid rev-KL); None = not reported.
 PUBLISHED = [
@@ -173,11 +176,6 @@ def mean_std(values: list[float], digits: int, scale: float = 1.0) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
-def _usable_cpus() -> int:
-    """CPUs this process may run on (``taskset`` pinning shows here, not in ``os.cpu_count()``)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def build_table(args, results: list[dict]) -> str:
     head = ("| model | ring modes (of 8) | ring HQ | ring rev-KL | grid modes (of 25) | grid HQ | grid rev-KL "
             "| min/run (ring / grid) |")
@@ -226,7 +224,7 @@ def build_table(args, results: list[dict]) -> str:
                              + (" " + " ".join(o) if o else "") for r, o in args.rows)
         + (f"; every run also: {' '.join(args.extra)}" if args.extra else "")
         + (f"; train.steps={args.steps}" if args.steps is not None else "") + ".",
-        f"Machine: {platform.node()}, {os.cpu_count()} CPUs ({_usable_cpus()} usable by this process), "
+        f"Machine: {platform.node()}, {os.cpu_count()} CPUs ({usable_cores()} usable by this process), "
         f"load average at the end "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}.",
     ] + [f"Note: {n}." for n in notes]
