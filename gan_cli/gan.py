@@ -146,9 +146,7 @@ class GAN(keras.Model):
 
     def critic_packed(self, x, labels=None, training: bool = False):
         """Logits ``(B/m, 1)`` of the packed batch ``x`` ``(B, *shape)`` (the training-time critic)."""
-        if self.pack == 1:
-            return self.discriminator([x, labels] if self.conditional else x, training=training)
-        return self.discriminator(self.pack_samples(x), training=training)
+        return self.discriminator(self._d_inputs(x, labels), training=training)
 
     def critic(self, x, labels=None, training: bool = False):
         """Per-sample logits ``(B, 1)``; with packing, D of a pack of m copies of each sample."""
