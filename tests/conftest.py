@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # the CLI's setting (gan_cli/cli.py), so in-process runs match it
 
 # Tiny training settings shared by the end-to-end tests.
 TINY = ["train.steps=20", "train.eval_every=10", "train.checkpoint_every=10", "train.batch_size=32",

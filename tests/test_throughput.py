@@ -39,14 +39,25 @@ class SharedNoise:
         return self.gan._epsilon(batch, slot)
 
 
-def _networks(cfg, data):
+def _networks(cfg, data, model=None):
     from gan_cli.models import get_builder
 
-    return get_builder(cfg.model.name)(cfg.model, data, int(cfg.latent.dim), False)
+    model = cfg.model if model is None else model
+    return get_builder(model.name)(model, data, int(cfg.latent.dim), False)
 
 
-@pytest.mark.parametrize("loss", ["wgan", "wgan_gp"])
-def test_fused_step_matches_straightforward_loop(loss):
+# case -> overrides of a small version of the bench experiment (csm: the critic's last conv + pool is the
+# fused ConvLeakyMaxPool layer with its sparse backward pass in gan train, plain Keras layers in the reference)
+EQUIVALENCE_CASES = {
+    "ring": ["experiment=bench_ring", "model.generator.hidden=[32,32]", "model.discriminator.hidden=[32,32]",
+             "dataset.num_samples=2000"],
+    "csm": ["experiment=bench_csm", "dataset.array=minidsp_uma-16", "dataset.num_samples=64",
+            "model.generator.hidden=[32]", "model.discriminator.filters=[8,16]", "latent.dim=8"],
+}
+
+
+@pytest.mark.parametrize("case,loss", [("ring", "wgan"), ("ring", "wgan_gp"), ("csm", "wgan"), ("csm", "wgan_gp")])
+def test_fused_step_matches_straightforward_loop(case, loss):
     """Same initial weights, same real batches, same noise: after 4 rounds (2 compiled calls of 2 rounds
     for the fused step, 4 separate steps for the reference) every G and D weight agrees."""
     import keras
@@ -58,29 +69,34 @@ def test_fused_step_matches_straightforward_loop(loss):
 
     T = _throughput()
     n_critic, batch, rounds = 5, 32, 4
-    cfg = compose(["experiment=bench_ring", f"loss={loss}", "model.generator.hidden=[32,32]",
-                   "model.discriminator.hidden=[32,32]", "dataset.num_samples=2000"])
+    cfg = compose([*EQUIVALENCE_CASES[case], f"loss={loss}"])
     data = build_dataset(cfg.dataset)
     keras.utils.set_random_seed(0)
     g1, d1 = _networks(cfg, data)
-    g2, d2 = _networks(cfg, data)
+    g2, d2 = _networks(cfg, data, T.reference_model_config(cfg))
+    if case == "csm":  # gan train's critic has the fused layer, the reference the three Keras layers
+        assert any(type(layer).__name__ == "ConvLeakyMaxPool" for layer in d1.layers)
+        assert not any(type(layer).__name__ == "ConvLeakyMaxPool" for layer in d2.layers)
     g2.set_weights(g1.get_weights())
     d2.set_weights(d1.get_weights())
     initial = [w.copy() for w in d1.get_weights()]
     clip = 0.01 if loss == "wgan" else None
     gp = 10.0 if loss == "wgan_gp" else 0.0
 
-    gan = GAN(g1, d1, get_loss(loss), {}, latent_dim=2, n_critic=n_critic, clip_value=clip, gp_weight=gp, seed=7)
+    latent = int(cfg.latent.dim)
+    gan = GAN(g1, d1, get_loss(loss), {}, latent_dim=latent, n_critic=n_critic, clip_value=clip, gp_weight=gp,
+              seed=7)
     gan.compile(keras.optimizers.RMSprop(1e-3), keras.optimizers.RMSprop(1e-3), steps_per_execution=2)
-    ref = T.ReferenceWGAN(g2, d2, latent_dim=2, n_critic=n_critic, clip_value=clip, gp_weight=gp,
+    ref = T.ReferenceWGAN(g2, d2, latent_dim=latent, n_critic=n_critic, clip_value=clip, gp_weight=gp,
                           noise=SharedNoise(gan))
     ref.compile(keras.optimizers.RMSprop(1e-3), keras.optimizers.RMSprop(1e-3))
 
-    rng = np.random.default_rng(1)
-    real = rng.standard_normal((rounds, n_critic, batch, 2)).astype(np.float32)  # [round, critic update, row]
-    fused_data = np.transpose(real, (0, 2, 1, 3))  # GAN fit layout: (B, n_critic, *shape) per round
+    x, _ = data.arrays()
+    rows = np.random.default_rng(1).integers(0, len(x), rounds * n_critic * batch)
+    real = x[rows].reshape(rounds, n_critic, batch, *x.shape[1:])  # [round, critic update, row, *shape]
+    fused_data = np.swapaxes(real, 1, 2)  # GAN fit layout: (B, n_critic, *shape) per round
     gan.fit(tf.data.Dataset.from_tensor_slices(fused_data), epochs=1, steps_per_epoch=rounds, verbose=0, shuffle=False)
-    plain = real.reshape(rounds, n_critic * batch, 2)  # reference: plain batches, update i = rows i*B..(i+1)*B-1
+    plain = real.reshape(rounds, n_critic * batch, *x.shape[1:])  # reference: update i = rows i*B..(i+1)*B-1
     ref.fit(tf.data.Dataset.from_tensor_slices(plain), epochs=1, steps_per_epoch=rounds, verbose=0, shuffle=False)
 
     assert int(gan.round.numpy()) == rounds

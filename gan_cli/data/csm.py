@@ -135,14 +135,13 @@ class CsmDataset(GanDataset):
         from gan_cli.data.csm_sim import load_mic_positions
 
         file = self._ensure_file()
-        m_hint = None
-        try:
-            geom = load_mic_positions(self.params.array, self.params.aperture)
-            m_hint = geom.shape[0]
-        except ConfigError:
-            if self.path is None:
-                raise
-            geom = None
+        m_hint = geom = None
+        if self.path is not None:  # (the built-in set's own file stores its geometry)
+            try:
+                geom = load_mic_positions(self.params.array, self.params.aperture)
+                m_hint = geom.shape[0]
+            except ConfigError:
+                pass
         # decide from the shapes alone (no data read) whether the model-space array fits
         info = csm_file_info(file, freq_index=self.freq_index, num_mics_hint=m_hint, limit=self.max_samples)
         m = info.num_mics
@@ -268,8 +267,11 @@ class CsmDataset(GanDataset):
         if self._loaded:
             return self.num_mics
         if self.path is None:
+            from gan_cli.data.csm_io import csm_file_info
             from gan_cli.data.csm_sim import load_mic_positions
 
+            if self.cache_path().exists():  # already simulated: its file says (no geometry file parsed)
+                return csm_file_info(self.cache_path()).num_mics
             return load_mic_positions(self.params.array, self.params.aperture).shape[0]
         self._load()
         return self.num_mics
@@ -411,21 +413,26 @@ class CsmDataset(GanDataset):
                      mic_positions=self.mic_positions, attrs=attrs, force=True)
 
     def evaluator(self, num_samples: int, seed: int) -> Evaluator:
-        """Scores generated model-space samples against ``num_samples`` real ones (gan_cli.metrics.csm)."""
-        from gan_cli.metrics.csm import MapBeamformer, csm_metrics
+        """Scores generated model-space samples against ``num_samples`` real ones (gan_cli.metrics.csm).
 
+        gan_cli.metrics.csm (acoular: ~2 s to import) and the beamformer are set up at the first call,
+        so that training's first step does not wait for them."""
         self._load()
         real_x, _ = self.real_samples(num_samples, seed)
         real_csm = self._decode(real_x.astype(np.float64))
-        bf = None
-        if self.eval_beamform > 0 and self.mic_positions is not None and self.frequency:
-            ap = self.aperture
-            bf = MapBeamformer(self.mic_positions, self.frequency, self.reference_mic, extent=0.5 * ap,
-                               z=0.5 * ap, c=self.c, grid_points=self.eval_grid)
         cache: dict[str, Any] = {}
+        beamformer: list = []  # built at the first call
         max_src = self.params.max_sources
+        beamform = self.eval_beamform > 0 and self.mic_positions is not None and self.frequency
 
         def evaluate(x: np.ndarray, labels: np.ndarray | None = None) -> dict:
+            from gan_cli.metrics.csm import MapBeamformer, csm_metrics
+
+            if beamform and not beamformer:
+                ap = self.aperture
+                beamformer.append(MapBeamformer(self.mic_positions, self.frequency, self.reference_mic,
+                                                extent=0.5 * ap, z=0.5 * ap, c=self.c, grid_points=self.eval_grid))
+            bf = beamformer[0] if beamformer else None
             x = np.asarray(x, np.float64)
             gen_csm = self._decode(x)
             vec = None if self.representation == "csm" else x[..., 0] + 1j * x[..., 1]

@@ -34,14 +34,9 @@ from gan_cli.errors import ConfigError
 
 import warnings
 
-# acoular should be imported before numpy (numba/OpenBLAS threading); when numpy came first it
-# only falls back to serial numba, which is fine for this module's small transfer/beamforming jobs.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="We detected that Numpy is already loaded")
-    import acoular  # noqa: E402,I001
-import numpy as np  # noqa: E402
+import numpy as np
 
-from gan_cli.data.csm_io import CsmH5Writer, canonical_eig  # noqa: E402
+from gan_cli.data.csm_io import CsmH5Writer, canonical_eig
 
 BLOCK = 256            # samples per vectorised block (fixed: part of the RNG layout)
 SOURCE_STD = 0.1688    # x, y standard deviation / aperture
@@ -119,8 +114,22 @@ class SimParams:
 
 
 # --------------------------------------------------------------------------- geometry
+def _acoular():
+    """acoular, imported on first use: its import takes ~2 s, and training on an already simulated
+    (cached) set needs none of it before the first evaluation."""
+    # acoular would rather be imported before numpy (numba/OpenBLAS threading); after numpy it only
+    # falls back to serial numba, which is fine for this module's small transfer/beamforming jobs.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="We detected that Numpy is already loaded")
+        import acoular
+    return acoular
+
+
 def acoular_xml_dir() -> Path:
-    return Path(os.path.dirname(acoular.__file__)) / "xml"
+    import importlib.util
+
+    spec = importlib.util.find_spec("acoular")  # the package folder, without importing it
+    return Path(next(iter(spec.submodule_search_locations))) / "xml"
 
 
 def resolve_array(array: str) -> Path:
@@ -139,7 +148,7 @@ def load_mic_positions(array: str, aperture: float | None = 1.0) -> np.ndarray:
     """Microphone positions ``(M, 3)`` in m, scaled to ``aperture`` (None keeps the file's size)."""
     path = resolve_array(array)
     try:
-        mg = acoular.MicGeom(file=str(path))
+        mg = _acoular().MicGeom(file=str(path))
         pos = np.asarray(mg.pos, dtype=np.float64).T
     except Exception as exc:
         raise ConfigError(f"cannot read microphone geometry {path} ({type(exc).__name__}); pass an acoular XML file with <pos Name x y z> elements") from exc
@@ -162,6 +171,7 @@ def transfer(mic_positions: np.ndarray, sources: np.ndarray, frequency: float, c
 
     Normalised to the reference microphone: ``transfer[:, reference_mic] == 1``.
     """
+    acoular = _acoular()
     mics = acoular.MicGeom(pos_total=np.ascontiguousarray(mic_positions.T))
     grid = acoular.ImportGrid(pos=np.ascontiguousarray(sources.T, dtype=np.float64))
     steer = acoular.SteeringVector(grid=grid, mics=mics, ref=mic_positions[reference_mic],

@@ -3,7 +3,9 @@
 Generator: ``z (B, latent_dim)`` -> [Dense h -> norm -> activation] for h in ``hidden`` ->
 Dense ``prod(sample_shape)`` -> Reshape ``sample_shape`` -> ``data.output_transform()``.
 Critic: ``x (B, M, M, C)`` -> [Conv2D f, stride s -> LeakyReLU] for f in ``filters`` ->
-GlobalMaxPool -> Dense 1 (linear logits ``(B, 1)``).
+GlobalMaxPool -> Dense 1 (linear logits ``(B, 1)``). With ``sparse_pool_grad`` (default) the last
+conv, its LeakyReLU and the pool are one ``ConvLeakyMaxPool`` layer: the same function and weights
+with a backward pass that touches only the pooled positions (about half of a WGAN round's FLOPs).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import keras
 from keras import ops
 
 from gan_cli.errors import ConfigError
+from gan_cli.models.conv_max_pool import ConvLeakyMaxPool
 
 
 @keras.saving.register_keras_serializable(package="gan_cli")
@@ -122,6 +125,12 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
     slope = float(_get(dcfg, "negative_slope", 0.2))
     dropout = float(_get(dcfg, "dropout", 0.0))
     spectral = bool(_get(dcfg, "spectral_norm", False))
+    # the last conv + LeakyReLU + global max pool as one layer with a sparse backward pass
+    # (models/conv_max_pool.py: same numbers, a fraction of the backward FLOPs); not with spectral norm
+    fused = _get(dcfg, "sparse_pool_grad", True)
+    if not isinstance(fused, bool):
+        raise ConfigError(f"model.discriminator.sparse_pool_grad must be true or false, got {fused!r}")
+    fused = fused and not spectral
     if not hidden or not filters or any(int(h) < 1 for h in hidden + filters):
         raise ConfigError("model.generator.hidden and model.discriminator.filters must be non-empty lists of positive ints")
 
@@ -151,9 +160,13 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
     x = keras.Input(shape, name="x")
     h = x
     for i, f in enumerate(filters):
+        if fused and i == len(filters) - 1:
+            h = ConvLeakyMaxPool(int(f), kernel, strides, slope, name=f"d_conv{i}")(h)
+            break
         h = sn(keras.layers.Conv2D(int(f), kernel, strides=strides, padding="same", name=f"d_conv{i}"))(h)
         h = keras.layers.LeakyReLU(negative_slope=slope, name=f"d_lrelu{i}")(h)
-    h = keras.layers.GlobalMaxPooling2D(name="d_pool")(h)
+    else:
+        h = keras.layers.GlobalMaxPooling2D(name="d_pool")(h)
     h = keras.layers.Identity(name="features")(h)  # read by feature matching (models/features.py)
     if dropout > 0:
         h = keras.layers.Dropout(dropout, name="d_dropout")(h)
