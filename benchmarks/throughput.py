@@ -2,7 +2,7 @@
 """Throughput: ``gan train`` against a straightforward keras-io style WGAN loop (generator steps/s).
 
     python benchmarks/throughput.py                                  # all cases, 3 repeats
-    taskset -c 1 python benchmarks/throughput.py --out benchmarks/results/throughput.md
+    python benchmarks/throughput.py --reference-onednn --out benchmarks/results/throughput.md
     python benchmarks/throughput.py --mixed-precision --jit            # on a GPU (see README "Throughput")
 
 Cases (``--cases``): ``ring`` = ``experiment=bench_ring`` (ring data, ReLU MLPs 2-128-128, batch 256,
@@ -17,27 +17,34 @@ default settings (``steps_per_execution=1``, ``jit_compile="auto"``: XLA off on 
 fed by a ``tf.data`` pipeline of plain batches (``from_tensor_slices.shuffle.repeat.batch.prefetch``;
 one element = the ``n_critic * B`` real samples of a round), with a callback that reads the logs
 after every step as Keras's default progress bar does. Its networks come from the project's own
-model builders and optimizer factory with the same seed, so both sides train identical networks
-on the same data with the same batch size.
+model builders (from plain Keras layers: ``reference_model_config``) and optimizer factory with the
+same seed, so both sides train identical networks on the same data with the same batch size.
 
-``gan train``: ``gan_cli.train.train`` in this process, the real code path (data, ``build_gan``,
-the fused step, callbacks, checkpoint and evaluation at the end), with evaluation and checkpoints
-only at the end as in the bench experiments.
+``gan train``: ``gan_cli.train.train``, the real code path (data, ``build_gan``, the fused step,
+callbacks, checkpoint and evaluation at the end), with evaluation and checkpoints only at the end as
+in the bench experiments.
+
+Processes: every timed run is a fresh process (``--worker``) with its side's environment: the
+reference gets the caller's environment, i.e. TensorFlow's defaults as a user's own script gets them;
+``gan train`` gets what the ``gan`` command sets (``TF_ENABLE_ONEDNN_OPTS=1`` unless the caller set
+it); ``--reference-onednn`` adds the reference with ``TF_ENABLE_ONEDNN_OPTS=1`` as a third side, to
+show how much of the gain is that setting.
 
 Timing: steady state only. Each run records the time at the end of every compiled call
 (reference: every step; ``gan train``: every ``train.steps_per_execution`` steps, from its progress
 bar); the first ``train.steps_per_execution`` steps (``gan train``'s first compiled call: tracing and
 first-call set-up) are dropped on both sides and the rate is the remaining steps over their time.
-Reference and ``gan train`` alternate within each repeat (order swapped every repeat); the table gives
-the median over ``--repeats`` and the ratio of the medians; the same steps over the process's CPU
-time (all threads) are shown too, as other load on the machine slows wall-clock rates but hardly
-CPU-time rates. Separately, ``gan train`` is started as a subprocess (with
-``train.steps_per_execution=1``) and the time from the command to its first finished training step
-is reported (target < 10 s).
+The sides alternate within each repeat (order reversed every repeat); the table gives the median
+over ``--repeats`` and the ratio of the medians; the same steps over the process's CPU time (all
+threads) are shown too, as other load on the machine slows wall-clock rates but hardly CPU-time
+rates. Separately, ``gan train`` is started as a subprocess (with ``train.steps_per_execution=1``)
+and the time from the command to its first finished training step is reported (target < 10 s).
 
 FLOP/s (the csm case is the compute-bound one): matmul/convolution FLOPs per round, counted from
 layer shapes (``round_flops``), times the measured rounds/s, against the machine's measured float32
-matmul rate (``matmul_flops``: the best of several large ``tf.matmul`` calls) as the practical limit.
+matmul rate (``matmul_flops``: the best of several large ``tf.matmul`` calls, in both sides'
+environments) as the practical limit. ``gan train``'s own count leaves out the dense backward
+convolutions its fused conv + max-pool layer does not run.
 """
 
 from __future__ import annotations
