@@ -110,5 +110,10 @@ def test_csm_critic_uses_the_fused_layer_unless_told_not_to(tmp_path):
     plain.set_weights(fused.get_weights())
     x = np.random.default_rng(0).standard_normal((3, *data.sample_shape)).astype(np.float32)
     np.testing.assert_allclose(fused(x), plain(x), rtol=1e-5, atol=1e-6)
+    import keras
+
+    again = keras.Model.from_config(fused.get_config())  # the fused layer serialises with the critic
+    again.set_weights(fused.get_weights())
+    np.testing.assert_allclose(again(x), fused(x), rtol=1e-6, atol=1e-6)
     with pytest.raises(ConfigError, match="sparse_pool_grad must be true or false"):
         layer_types(sparse_pool_grad="yes")

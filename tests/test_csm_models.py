@@ -75,7 +75,9 @@ def test_seed_default_sizes_from_yaml_and_gradients_flow():
     g, d = get_builder("csm_mlp")(cfg, FakeData(m=16, ref=15), 128, False)
     dense = [l.units for l in g.layers if isinstance(l, keras.layers.Dense)]
     assert dense == [512, 1024, 16 * 16 * 2]
-    assert [l.filters for l in d.layers if isinstance(l, keras.layers.Conv2D)] == [64, 128]
+    # the last conv (+ LeakyReLU + max pool) is the fused ConvLeakyMaxPool layer (sparse_pool_grad: true)
+    assert [l.filters for l in d.layers if hasattr(l, "filters")] == [64, 128]
+    assert [type(l).__name__ for l in d.layers if hasattr(l, "filters")] == ["Conv2D", "ConvLeakyMaxPool"]
     z = tf.random.normal((4, 128))
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(d(g(z)))

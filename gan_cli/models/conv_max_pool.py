@@ -37,6 +37,16 @@ def _in_xla() -> bool:
     return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
+def _op_determinism() -> bool:
+    """Whether ``tf.config.experimental.enable_op_determinism()`` is on (``train.deterministic``)."""
+    try:
+        from tensorflow.python.framework import config as tf_config
+
+        return bool(tf_config.is_op_determinism_enabled())
+    except (ImportError, AttributeError):  # pragma: no cover - private API moved: assume it is on
+        return True
+
+
 def conv_leaky_max(x, kernel, bias, stride: int, slope: float):
     """``max_{h,w} leaky_relu(conv2d(x, kernel, stride, SAME) + bias)`` with the sparse backward pass.
 
@@ -47,8 +57,9 @@ def conv_leaky_max(x, kernel, bias, stride: int, slope: float):
     position) pairs ``u`` (about 70% of the B x F pairs on the CSM critic, as filters share maxima) get
     their ``k x k x C`` input patch ``P[u]`` (zero outside the input: SAME padding) and a row
     ``S[u, f] = dy[b, f]`` if ``p(b, f)`` is ``u``'s position, else 0. Then ``dL/dkernel = P^T S`` and the
-    patch gradients ``S kernel^T`` are summed back into ``dL/dx``: two matrix products over the pooled
-    positions instead of two convolutions over all of them.
+    patch gradients ``S kernel^T`` are summed back into ``dL/dx``: two sparse matrix products over the
+    pooled positions instead of two convolutions over all of them. Under XLA, and under op determinism
+    on a GPU, the gradient is the dense one.
     """
     import tensorflow as tf
 
@@ -102,7 +113,9 @@ def conv_leaky_max(x, kernel, bias, stride: int, slope: float):
             return tf.reshape(d_x, tf.shape(x)), d_kernel, tf.reduce_sum(dy, axis=0)
 
         def grad(g):
-            if _in_xla():  # no tf.unique under XLA
+            if _in_xla() or (_op_determinism() and tf.config.list_logical_devices("GPU")):
+                # XLA cannot compile tf.unique; the sparse ops' GPU kernels add with atomics, which
+                # train.deterministic's op determinism refuses
                 return dense_grad(g)
             ties = tf.reduce_any(tf.reduce_sum(tf.cast(flat == y_max[:, None], tf.int32), axis=1) > 1)
             return tf.cond(ties, lambda: dense_grad(g), lambda: sparse_grad(g))
