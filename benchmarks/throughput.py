@@ -495,14 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     raw = list(argv if argv is not None else sys.argv[1:])
-    passed = [a for a in raw if a not in ("--reference-onednn", "--no-startup")]  # what workers need
-    for flag in ("--cases", "--repeats", "--out"):  # the worker gets its own --cases; --repeats/--out are ours
-        while flag in passed:
-            i = passed.index(flag)
-            j = i + 1
-            while j < len(passed) and not passed[j].startswith("--"):
-                j += 1
-            del passed[i:j]
+    passed = ((["--steps", str(args.steps)] if args.steps is not None else []) + (["--jit"] if args.jit else [])
+              + (["--mixed-precision"] if args.mixed_precision else [])
+              + (["--overrides", *args.overrides] if args.overrides else []))  # what each worker needs
     sides = ["ref", "gan"] + (["ref_onednn"] if args.reference_onednn else [])
     command = "python benchmarks/throughput.py " + " ".join(raw)
     peaks = {side: run_worker(side, None, passed, task="matmul") for side in ("ref", "gan")}

@@ -27,7 +27,8 @@ _LATENT, _LABELS, _EPSILON = 0, 1, 2
 # Rounds with more discriminator updates than this run them in a graph loop rather than unrolled:
 # tracing and graph optimisation then cost one update instead of n_critic. Measured on the bench
 # experiments (2-core CPU): the loop takes the first step of csm from 23.5 s to 13.8 s after the
-# command and of ring from 10.1 s to 8.4 s, at the same steady-state steps/s within noise.
+# command and of ring from 10.1 s to 8.4 s, at the same steady-state steps/s within noise except ring
+# with WGAN-GP, about 12% slower (README "Throughput").
 CRITIC_UNROLL_MAX = 1
 
 
