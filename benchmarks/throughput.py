@@ -404,9 +404,11 @@ def matmul_flops(dtype=tf.float32, repeats: int = 5) -> float:
 
 # ---------------------------------------------------------------------------------- report
 def device_line() -> str:
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return ", ".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus)
+    """The GPUs as ``gan train``'s start-up line names them, else the CPU model and the usable cores."""
+    from gan_cli.train import device_line as gan_device_line
+
+    if tf.config.list_physical_devices("GPU"):
+        return gan_device_line()
     return f"CPU {cpu_model()}, {usable_cores()} of {os.cpu_count()} cores usable by this process"
 
 

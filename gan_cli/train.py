@@ -112,7 +112,7 @@ def load_for_inference(path: Path, data=None):
     return cfg, data, gan
 
 
-def _device_line() -> str:
+def device_line() -> str:
     """``GPU 0: NVIDIA H100 80GB HBM3`` (every visible GPU by name) or ``CPU (N cores)``."""
     import tensorflow as tf
 
@@ -369,7 +369,7 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
     steps = int(cfg.train.steps)
     print(f"gan-cli: {cfg.loss.name} on {data.name} ({data.kind}, sample shape {tuple(data.sample_shape)}), "
           f"model {cfg.model.name}, optimizer {cfg.optimizer.name}, n_critic {cfg.train.n_critic}, "
-          f"{steps} steps, device {_device_line()}; run folder {run_dir}"
+          f"{steps} steps, device {device_line()}; run folder {run_dir}"
           + (f"; resuming at step {start}" if resume else ""), file=sys.stderr)
     if cfg.train.get("mixed_precision", False):
         from gan_cli.precision import cpu_warning

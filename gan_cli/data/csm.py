@@ -270,8 +270,9 @@ class CsmDataset(GanDataset):
             from gan_cli.data.csm_io import csm_file_info
             from gan_cli.data.csm_sim import load_mic_positions
 
-            if self.cache_path().exists():  # already simulated: its file says (no geometry file parsed)
-                return csm_file_info(self.cache_path()).num_mics
+            cached = self.cache_path()
+            if cached.exists():  # already simulated: its file says (no geometry file parsed)
+                return csm_file_info(cached).num_mics
             return load_mic_positions(self.params.array, self.params.aperture).shape[0]
         self._load()
         return self.num_mics
