@@ -20,6 +20,7 @@ from gan_cli.errors import ConfigError
 from gan_cli.ema import make_ema_generator, update_ema
 from gan_cli.losses import LossPair, feature_matching_loss, gradient_penalty, r1_penalty
 from gan_cli.models.features import feature_model
+from gan_cli.models.per_sample import rows_independent
 from gan_cli.unroll import unrolled_weights
 
 # First component of the stateless seed per random purpose (second component: the slot counter).
@@ -30,6 +31,11 @@ _LATENT, _LABELS, _EPSILON = 0, 1, 2
 # command and of ring from 10.1 s to 8.4 s, at the same steady-state steps/s within noise except ring
 # with WGAN-GP, about 12% slower (README "Throughput").
 CRITIC_UNROLL_MAX = 1
+# A generator with at least this many weights makes a round's n_critic fake batches in one call (GAN.critic_fakes):
+# one (n_critic * B)-row pass reads its weights once instead of n_critic times. Measured (2-core CPU, README
+# "Throughput"): bench_csm's 9.1M-weight generator +9% steps/s; bench_ring's 17k-weight one -17%, as its
+# per-update calls inside the critic loop overlap with the previous update's critic work.
+BATCHED_FAKES_MIN_PARAMS = 1_000_000
 
 
 class GAN(keras.Model):
@@ -74,6 +80,10 @@ class GAN(keras.Model):
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self._init_techniques(feature_matching, feature_matching_only, r1_weight, unroll_steps, g_ema, slot_stride)
+        # one generator call for a round's n_critic fake batches where that gives the same samples and pays
+        # (train_step, critic_fakes)
+        self.batched_fakes = (rows_independent(self.generator)
+                              and self.generator.count_params() >= BATCHED_FAKES_MIN_PARAMS)
 
     def _init_techniques(self, feature_matching, feature_matching_only, r1_weight, unroll_steps, g_ema, slot_stride):
         """Stabilisation options (README "Stabilisation techniques").
@@ -225,12 +235,23 @@ class GAN(keras.Model):
                                 self.clip_value)
 
     # ---- one round ----------------------------------------------------------------
-    def d_step(self, x, y, slot):
-        """One discriminator update on real batch ``x`` ``(B, ...)``; returns its loss."""
-        batch = tf.shape(x)[0]
-        z = self.latent(batch, slot)
+    def critic_fakes(self, batch, y_all, base) -> tf.Tensor:
+        """The fake batches of a round's ``n_critic`` D updates, ``(n_critic, B, *shape)``, from one
+        generator call on their ``n_critic * B`` noise rows (slots ``base .. base + n_critic - 1``, so the
+        same noise as ``d_step`` draws; ``y_all`` ``(B, n_critic)`` labels or None). G does not change
+        during the D updates, and ``batched_fakes`` says its rows do not depend on each other."""
+        n = self.n_critic
+        z = tf.concat([self.latent(batch, base + i) for i in range(n)], axis=0)
+        y = None if y_all is None else tf.concat([y_all[:, i] for i in range(n)], axis=0)
+        fake = self.generate(z, y, training=True)
+        return tf.reshape(fake, tf.concat([[n, batch], tf.shape(fake)[1:]], axis=0))
+
+    def d_step(self, x, y, slot, fake=None):
+        """One discriminator update on real batch ``x`` ``(B, ...)`` and ``fake`` (default: G on the
+        slot's noise); returns its loss."""
+        if fake is None:
+            fake = self.generate(self.latent(tf.shape(x)[0], slot), y, training=True)
         with tf.GradientTape() as tape:
-            fake = self.generate(z, y, training=True)
             d_loss = self.discriminator_loss(x, y, fake, slot)
             # identity unless the optimizer is a LossScaleOptimizer (train.mixed_precision), which
             # unscales the gradients again in apply_gradients
@@ -269,13 +290,16 @@ class GAN(keras.Model):
         batch = tf.shape(x_all)[0]  # this replica's share of the global batch
         base = self.round * self.slot_stride  # slots base .. base + n_critic + n_gen - 1 (<= stride)
         d_loss = g_loss = tf.constant(0.0)
+        fakes = self.critic_fakes(batch, y_all, base) if self.batched_fakes and self.n_critic > 1 else None
         if self.n_critic <= CRITIC_UNROLL_MAX or tf.distribute.has_strategy():  # (merge_call needs no loop)
             for i in range(self.n_critic):
-                d_loss = self.d_step(x_all[:, i], None if y_all is None else y_all[:, i], base + i)
+                d_loss = self.d_step(x_all[:, i], None if y_all is None else y_all[:, i], base + i,
+                                     None if fakes is None else fakes[i])
         else:
             def update(i, _):
                 y = None if y_all is None else tf.gather(y_all, i, axis=1)
-                return i + 1, self.d_step(tf.gather(x_all, i, axis=1), y, base + tf.cast(i, tf.int64))
+                fake = None if fakes is None else tf.gather(fakes, i)
+                return i + 1, self.d_step(tf.gather(x_all, i, axis=1), y, base + tf.cast(i, tf.int64), fake)
 
             _, d_loss = tf.while_loop(lambda i, _: i < self.n_critic, update, (tf.constant(0), d_loss))
         real = {}

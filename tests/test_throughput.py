@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import conftest
 from conftest import TINY, compose
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +88,9 @@ def test_fused_step_matches_straightforward_loop(case, loss):
     gan = GAN(g1, d1, get_loss(loss), {}, latent_dim=latent, n_critic=n_critic, clip_value=clip, gp_weight=gp,
               seed=7)
     gan.compile(keras.optimizers.RMSprop(1e-3), keras.optimizers.RMSprop(1e-3), steps_per_execution=2)
+    # csm: one G call makes a round's 5 fake batches (critic_fakes; default for generators of >= 1M weights,
+    # forced here for the small test networks); ring: one call per update, as in the reference
+    gan.batched_fakes = case == "csm"
     ref = T.ReferenceWGAN(g2, d2, latent_dim=latent, n_critic=n_critic, clip_value=clip, gp_weight=gp,
                           noise=SharedNoise(gan))
     ref.compile(keras.optimizers.RMSprop(1e-3), keras.optimizers.RMSprop(1e-3))
@@ -106,6 +110,45 @@ def test_fused_step_matches_straightforward_loop(case, loss):
     assert moved > 1e-3  # the rounds really trained D
     if clip:
         assert max(float(np.abs(w).max()) for w in d1.get_weights()) <= clip + 1e-7
+
+
+@pytest.mark.parametrize("overrides,independent", [
+    (["model=mlp"], True),
+    (["model=mlp", "model.generator.activation=maxout", "model.generator.hidden=[16]"], True),
+    (["dataset=digits", "model=mlp", "model.conditional=true", "latent.dim=8"], True),
+    (["model=mlp", "model.generator.batch_norm=true"], False),  # batch statistics: rows depend on each other
+    (["model=mlp", "model.generator.batch_norm=virtual", "model.vbn_ref_size=16"], False),  # not whitelisted
+])
+def test_round_fakes_from_one_generator_call_equal_per_update_calls(overrides, independent):
+    """``GAN.critic_fakes``: the n_critic fake batches of a round from one G call give the samples that
+    n_critic separate calls on the same slots' noise give (and labels, for a conditional G), for every
+    generator ``rows_independent`` accepts."""
+    import tensorflow as tf
+
+    from gan_cli.models.per_sample import rows_independent
+
+    base = [o for o in TINY if not o.startswith("dataset.num_samples")] if "dataset=digits" in overrides else TINY
+    gan, cfg, _ = conftest.build([*overrides, "train.n_critic=3"], base)
+    assert rows_independent(gan.generator) is independent
+    if not independent:
+        assert not gan.batched_fakes
+        return
+    batch, base = 6, tf.constant(40, tf.int64)
+    y_all = tf.constant(np.random.default_rng(0).integers(0, 10, (batch, 3)), tf.int32) if gan.conditional else None
+    fakes = gan.critic_fakes(batch, y_all, base)
+    assert tuple(fakes.shape) == (3, batch, *gan.generator.output_shape[1:])
+    for i in range(3):
+        one = gan.generate(gan.latent(batch, base + i), None if y_all is None else y_all[:, i], training=True)
+        np.testing.assert_allclose(np.asarray(fakes[i]), np.asarray(one), rtol=1e-5, atol=1e-6)
+
+
+def test_only_large_generators_make_round_fakes_in_one_call():
+    from gan_cli.gan import BATCHED_FAKES_MIN_PARAMS
+
+    small, _, _ = conftest.build(["model=mlp"], TINY)
+    large, _, _ = conftest.build(["model=mlp", "model.generator.hidden=[1024,1024]"], TINY)
+    assert small.generator.count_params() < BATCHED_FAKES_MIN_PARAMS <= large.generator.count_params()
+    assert not small.batched_fakes and large.batched_fakes
 
 
 def _train_rounds(cfg, data, rounds: int):
