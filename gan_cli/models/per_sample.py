@@ -5,6 +5,8 @@
 layer must compute row ``i`` of its output from row ``i`` of its input alone (no batch statistics,
 minibatch features or reference batches) and draw no random numbers in training (no dropout). A
 whitelist of layer types, so that a new or custom layer keeps the per-update calls until listed here.
+``GAN.batched_fakes`` also asks for a generator large enough for the one call to pay
+(``gan.BATCHED_FAKES_MIN_PARAMS``).
 """
 
 from __future__ import annotations
