@@ -127,18 +127,18 @@ def test_round_fakes_from_one_generator_call_equal_per_update_calls(overrides, i
 
     from gan_cli.models.per_sample import rows_independent
 
-    base = [o for o in TINY if not o.startswith("dataset.num_samples")] if "dataset=digits" in overrides else TINY
-    gan, cfg, _ = conftest.build([*overrides, "train.n_critic=3"], base)
+    tiny = [o for o in TINY if not o.startswith("dataset.num_samples")] if "dataset=digits" in overrides else TINY
+    gan, _, _ = conftest.build([*overrides, "train.n_critic=3"], tiny)
     assert rows_independent(gan.generator) is independent
     if not independent:
         assert not gan.batched_fakes
         return
-    batch, base = 6, tf.constant(40, tf.int64)
+    batch, first_slot = 6, tf.constant(40, tf.int64)
     y_all = tf.constant(np.random.default_rng(0).integers(0, 10, (batch, 3)), tf.int32) if gan.conditional else None
-    fakes = gan.critic_fakes(batch, y_all, base)
+    fakes = gan.critic_fakes(batch, y_all, first_slot)
     assert tuple(fakes.shape) == (3, batch, *gan.generator.output_shape[1:])
     for i in range(3):
-        one = gan.generate(gan.latent(batch, base + i), None if y_all is None else y_all[:, i], training=True)
+        one = gan.generate(gan.latent(batch, first_slot + i), None if y_all is None else y_all[:, i], training=True)
         np.testing.assert_allclose(np.asarray(fakes[i]), np.asarray(one), rtol=1e-5, atol=1e-6)
 
 
