@@ -3,7 +3,7 @@
 
     python benchmarks/throughput.py                                  # all cases, 3 repeats
     python benchmarks/throughput.py --reference-onednn --out benchmarks/results/throughput.md
-    python benchmarks/throughput.py --mixed-precision --jit            # on a GPU (see README "Throughput")
+    python benchmarks/throughput.py --variants fp32 mixed xla mixed+xla --steps ring=500 csm=200   # a GPU
 
 Cases (``--cases``): ``ring`` = ``experiment=bench_ring`` (ring data, ReLU MLPs 2-128-128, batch 256,
 WGAN n_critic 5, RMSProp 5e-5, clip 0.01), ``csm`` = ``experiment=bench_csm`` (seed 000's csm_mlp
@@ -208,9 +208,45 @@ def compose(overrides: list[str]):
         return hydra_compose("config", overrides=overrides)
 
 
-def gan_flags(args) -> list[str]:
-    """The ``gan train`` overrides of ``--jit`` and ``--mixed-precision``."""
-    return [f"train.jit_compile={str(args.jit).lower()}", f"train.mixed_precision={str(args.mixed_precision).lower()}"]
+def gan_flags(jit: str, mixed: bool) -> list[str]:
+    """The ``gan train`` overrides of ``--jit auto|true|false`` and ``--mixed-precision``."""
+    return [f"train.jit_compile={jit}", f"train.mixed_precision={str(mixed).lower()}"]
+
+
+def worker_flags(jit: str, mixed: bool) -> list[str]:
+    """The same settings as worker command-line flags."""
+    return ["--jit", jit] + (["--mixed-precision"] if mixed else [])
+
+
+# --variants: name -> (train.jit_compile, train.mixed_precision) of one `gan train` configuration;
+# "default" is gan train's own (jit_compile auto: XLA on a GPU, off on a CPU), the others are explicit
+VARIANTS: dict[str, tuple[str, bool]] = {"default": ("auto", False), "fp32": ("false", False),
+                                         "mixed": ("false", True), "xla": ("true", False),
+                                         "mixed+xla": ("true", True)}
+
+
+def variant_argv(variant: str) -> list[str]:
+    """The worker flags of a ``--variants`` name."""
+    return worker_flags(*VARIANTS[variant])
+
+
+def parse_steps(tokens: list[str] | None) -> dict[str | None, int]:
+    """``--steps`` values: ``N`` (every case) and/or ``CASE=N`` (one case); key ``None`` = every case."""
+    steps: dict[str | None, int] = {}
+    for token in tokens or []:
+        case, _, value = token.rpartition("=")
+        if case and case not in CASES:
+            raise ValueError(f"--steps {token}: unknown case {case!r}; valid: {', '.join(CASES)}")
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"--steps {token}: the step count must be a positive integer")
+        steps[case or None] = int(value)
+    return steps
+
+
+def case_steps(case: str, tokens: list[str] | None) -> int:
+    """Timed steps for ``case``: its ``CASE=N`` in ``--steps``, else a plain ``N``, else the case's default."""
+    steps = parse_steps(tokens)
+    return steps.get(case, steps.get(None, CASES[case][1]))
 
 
 def case_config(case: str, steps: int, args) -> tuple:
@@ -225,7 +261,7 @@ def case_config(case: str, steps: int, args) -> tuple:
     warmup = spe                                           # the first compiled call: tracing, first-call set-up
     total = warmup + steps
     overrides += [f"train.steps={total}", f"train.eval_every={total}", f"train.checkpoint_every={total}",
-                  "metrics.num_samples=200", "train.report=false", *gan_flags(args)]
+                  "metrics.num_samples=200", "train.report=false", *gan_flags(args.jit, args.mixed_precision)]
     cfg = compose(overrides)
     config_mod.validate(cfg)
     data = build_dataset(cfg.dataset)
@@ -267,9 +303,14 @@ def run_reference(resolved, data, warmup: int, steps: int) -> tuple[tuple[float,
 
 
 def gan_sparse_macs(resolved, data) -> int:
-    """``sparse_backward_macs`` of ``gan train``'s critic (built from ``resolved.model`` as ``gan train`` does)."""
+    """``sparse_backward_macs`` of ``gan train``'s critic (built from ``resolved.model`` as ``gan train`` does);
+    0 when its step is XLA-compiled (``train.jit_compile`` resolved on): the fused layer then differentiates
+    densely, as the reference does."""
     from gan_cli.models import get_builder
+    from gan_cli.train import jit_compile_for
 
+    if jit_compile_for(resolved):
+        return 0
     _, discriminator = get_builder(resolved.model.name)(resolved.model, data, int(resolved.latent.dim), False)
     return sparse_backward_macs(discriminator)
 
@@ -310,15 +351,15 @@ def gan_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "gan_cli.cli"]
 
 
-def startup_time(case: str, args) -> tuple[float, float, int]:
+def startup_time(case: str, overrides: list[str], flags: list[str]) -> tuple[float, float]:
     """(seconds to the start-up line naming the device, seconds until the first training step is done) of
     ``gan train`` started as a subprocess, with ``train.steps_per_execution=1`` so that its progress bar
     moves after the first step (tracing included)."""
     total = 2
     with tempfile.TemporaryDirectory() as run_dir:
-        cmd = [*gan_command(), "train", *CASES[case][0], *args.overrides, "train.steps_per_execution=1",
+        cmd = [*gan_command(), "train", *CASES[case][0], *overrides, "train.steps_per_execution=1",
                f"train.steps={total}", f"train.eval_every={total}", f"train.checkpoint_every={total}",
-               "metrics.num_samples=200", "train.report=false", *gan_flags(args), f"hydra.run.dir={run_dir}"]
+               "metrics.num_samples=200", "train.report=false", *flags, f"hydra.run.dir={run_dir}"]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=run_dir)
         text, t_device, t_first = "", math.nan, math.nan
@@ -412,12 +453,26 @@ def device_line() -> str:
     return f"CPU {cpu_model()}, {usable_cores()} of {os.cpu_count()} cores usable by this process"
 
 
+def _median(rates: list[float]) -> float:
+    """Median of the runs that finished (NaN: a ``--variants`` run that failed); NaN if none did."""
+    done = [r for r in rates if not math.isnan(r)]
+    return statistics.median(done) if done else math.nan
+
+
 def _fmt(rates: list[float]) -> str:
-    med = statistics.median(rates)
+    done = [r for r in rates if not math.isnan(r)]
+    if not done:
+        return "failed"
+    med = statistics.median(done)
     digits = 1 if med >= 10 else 2
     if len(rates) == 1:
         return f"{med:.{digits}f}"
-    return f"{med:.{digits}f} ({min(rates):.{digits}f}-{max(rates):.{digits}f})"
+    failed = " (some failed)" if len(done) < len(rates) else ""
+    return f"{med:.{digits}f} ({min(done):.{digits}f}-{max(done):.{digits}f}){failed}"
+
+
+def _ratio(value: float, fmt: str = "{:.2f}x") -> str:
+    return "failed" if math.isnan(value) else fmt.format(value)
 
 
 # side -> (label in the tables, TF_ENABLE_ONEDNN_OPTS for its process: None = as in the caller's environment)
@@ -428,12 +483,18 @@ SIDES = {
 }
 
 
+def side_label(side: str) -> str:
+    """A side's name in the tables; ``gan:VARIANT`` (one of several ``--variants``) -> ``gan train VARIANT``."""
+    kind, _, variant = side.partition(":")
+    return f"{SIDES[kind][0]} {variant}".strip()
+
+
 def side_env(side: str) -> dict[str, str]:
     """The environment of a worker process: the caller's, and for ``gan`` also what ``gan`` itself sets."""
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if _CALLER_ONEDNN is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = _CALLER_ONEDNN
-    mode = SIDES[side][1]
+    mode = SIDES[side.partition(":")[0]][1]
     if mode == "gan":
         env.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # gan_cli/cli.py: os.environ.setdefault
     elif mode is not None:
@@ -450,7 +511,7 @@ def worker(args) -> dict:
             info["matmul_fp16"] = matmul_flops(tf.float16)
         return info
     case = args.cases[0]
-    steps = args.steps if args.steps is not None else CASES[case][1]
+    steps = case_steps(case, args.steps)
     cfg, resolved, data, warmup, steps, spe = case_config(case, steps, args)
     info.update(steps=steps, spe=spe, batch=int(resolved.train.batch_size), n_critic=int(resolved.train.n_critic),
                 loss=str(resolved.loss.name))
@@ -462,12 +523,19 @@ def worker(args) -> dict:
     return info
 
 
+def worker_command(side: str, case: str | None, argv: list[str], task: str | None = None) -> list[str]:
+    """The command line of one worker: ``--worker`` ``task`` (default: ``side``'s kind) with ``argv``; a
+    ``gan:VARIANT`` side runs ``--worker gan`` with that variant's flags added."""
+    kind, _, variant = side.partition(":")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", task or kind, *argv,
+           *(variant_argv(variant) if variant else [])]
+    return cmd + (["--cases", case] if case is not None else [])
+
+
 def run_worker(side: str, case: str | None, argv: list[str], task: str | None = None) -> dict:
     """Run ``worker`` (``task``: default ``side``, or ``matmul``) in a fresh process with ``side``'s
     environment; its result dict."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", task or side, *argv]
-    if case is not None:
-        cmd += ["--cases", case]
+    cmd = worker_command(side, case, argv, task)
     proc = subprocess.run(cmd, env=side_env(side), capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -479,10 +547,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--repeats", type=int, default=3, help="timed runs per side and case (median reported)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="timed generator steps per run (default per case: ring 1000, ring_gp 500, csm 20, csm_gp 10)")
-    p.add_argument("--jit", action="store_true", help="gan train with train.jit_compile=true (XLA)")
+    p.add_argument("--steps", nargs="+", default=None, metavar="[CASE=]N",
+                   help="timed generator steps per run: N for every case and/or CASE=N for one, e.g. "
+                        "--steps 1000 csm=200 (default per case: ring 1000, ring_gp 500, csm 20, csm_gp 10)")
+    p.add_argument("--jit", nargs="?", const="true", default="auto", choices=["auto", "true", "false"],
+                   help="gan train's train.jit_compile (XLA): --jit = true; default auto (gan train's default: "
+                        "on a GPU, off on a CPU)")
     p.add_argument("--mixed-precision", action="store_true", help="gan train with train.mixed_precision=true")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
+                   help="time several gan train configurations against the same reference runs, e.g. "
+                        "--variants fp32 mixed xla mixed+xla (default: gan train's defaults; fp32/mixed: "
+                        "XLA off; overrides --jit / --mixed-precision)")
     p.add_argument("--overrides", nargs="*", default=[],
                    help="extra Hydra overrides (data, model and optimizer settings reach both sides; train.* only "
                         "gan train), e.g. train.steps_per_execution=50")
@@ -492,20 +567,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="also write the tables as Markdown to this file")
     p.add_argument("--worker", choices=[*SIDES, "matmul"], help=argparse.SUPPRESS)  # internal: one timed run
     args = p.parse_args(argv)
+    try:
+        parse_steps(args.steps)
+    except ValueError as e:
+        p.error(str(e))
     if args.worker:
         print("RESULT " + json.dumps(worker(args)), flush=True)
         return 0
 
     raw = list(argv if argv is not None else sys.argv[1:])
-    passed = ((["--steps", str(args.steps)] if args.steps is not None else []) + (["--jit"] if args.jit else [])
-              + (["--mixed-precision"] if args.mixed_precision else [])
+    # variant name -> (jit, mixed); without --variants one unnamed variant from --jit / --mixed-precision
+    settings = ({v: VARIANTS[v] for v in args.variants} if args.variants
+                else {"": (args.jit, args.mixed_precision)})
+    variants = list(settings)
+    # one variant: the side "gan" with the flags in every worker's argv; several: a side "gan:VARIANT" each
+    gans = ["gan"] if len(variants) == 1 else [f"gan:{v}" for v in variants]
+    passed = ((["--steps", *args.steps] if args.steps is not None else [])
+              + (worker_flags(*settings[variants[0]]) if len(variants) == 1 else [])
               + (["--overrides", *args.overrides] if args.overrides else []))  # what each worker needs
-    sides = ["ref", "gan"] + (["ref_onednn"] if args.reference_onednn else [])
+    sides = ["ref", *gans] + (["ref_onednn"] if args.reference_onednn else [])
     command = "python benchmarks/throughput.py " + " ".join(raw)
-    peaks = {side: run_worker(side, None, passed, task="matmul") for side in ("ref", "gan")}
+    fp16 = ["--mixed-precision"] if len(variants) > 1 and any(m for _, m in settings.values()) else []
+    peaks = {side: run_worker(side, None, passed + (fp16 if side == "gan" else []), task="matmul")
+             for side in ("ref", "gan")}
+    flags = {v: gan_flags(*settings[v]) for v in variants}
+    gan_line = ("; ".join(f"{v}: {', '.join(flags[v])}" for v in variants) if len(variants) > 1
+                else ", ".join(flags[variants[0]]))
     head = [f"device: {peaks['gan']['device']}; TensorFlow {tf.__version__}, Keras {keras.__version__}; "
             f"load average at start {os.getloadavg()[0]:.2f}",
-            f"gan train: {', '.join(gan_flags(args) + list(args.overrides))}, TF_ENABLE_ONEDNN_OPTS="
+            f"gan train: {gan_line}{', ' if args.overrides else ''}{', '.join(args.overrides)}, TF_ENABLE_ONEDNN_OPTS="
             f"{peaks['gan']['onednn']}; reference: float32, Keras default compile (steps_per_execution=1, "
             f"jit_compile=auto), TF_ENABLE_ONEDNN_OPTS={peaks['ref']['onednn']}",
             "each timed run in its own process with its side's environment"]
@@ -517,36 +607,49 @@ def main(argv: list[str] | None = None) -> int:
         info: dict[str, dict] = {}
         for r in range(args.repeats):
             for side in (sides if r % 2 == 0 else sides[::-1]):
-                info[side] = run_worker(side, case, passed)
+                try:
+                    info[side] = run_worker(side, case, passed)
+                except RuntimeError as err:  # one failing variant of several: report it, time the others
+                    if len(gans) == 1 or side not in gans:
+                        raise
+                    print(f"  {case}: {side_label(side)} failed: {str(err)[-1500:]}", flush=True)
+                    runs[side].append((math.nan, math.nan))
+                    continue
                 runs[side].append(tuple(info[side]["rate"]))
             print(f"  {case} repeat {r + 1}: steps/s (per CPU-s) "
-                  + ", ".join(f"{SIDES[side][0]} {runs[side][-1][0]:.3g} ({runs[side][-1][1]:.3g})" for side in sides),
-                  flush=True)
-        ref, gan = info["ref"], info["gan"]
+                  + ", ".join(f"{side_label(side)} {runs[side][-1][0]:.3g} ({runs[side][-1][1]:.3g})"
+                              for side in sides), flush=True)
+        ref = info["ref"]
+        if not any(g in info for g in gans):
+            raise RuntimeError(f"{case}: every gan train variant failed")
         shape = (ref["batch"], ref["n_critic"])
         results[case] = dict(steps=ref["steps"], batch=ref["batch"],
                              flops=round_flops(*ref["macs"], *shape) if ref["loss"] == "wgan" else None,
-                             gan_flops=round_flops(*ref["macs"], *shape, d_sparse_macs=gan["sparse_macs"]),
+                             gan_flops={g: round_flops(*ref["macs"], *shape, d_sparse_macs=info[g]["sparse_macs"])
+                                        for g in gans if g in info},
                              **{f"{side}_{kind}": [rate[k] for rate in runs[side]]
                                 for side in runs for k, kind in enumerate(("wall", "cpu"))})
 
     extra = "ref_onednn" in sides
+    labels = {g: side_label(g) for g in gans}
+    cells = (["reference steps/s", *(c for g in gans for c in (f"{labels[g]} steps/s", "**ratio**"))]
+             + ["reference steps/CPU-s", *(c for g in gans for c in (f"{labels[g]} steps/CPU-s", "ratio per CPU-s"))]
+             + (["reference with oneDNN steps/s", *(f"{labels[g]} / it" for g in gans)] if extra else []))
     lines = [f"Command: `{command}`", "", *[f"- {h}" for h in head], "",
-             "| case | loss | batch | timed steps x repeats | reference steps/s | gan train steps/s | **ratio** "
-             "| reference steps/CPU-s | gan train steps/CPU-s | ratio per CPU-s |"
-             + (" reference with oneDNN steps/s | gan train / it |" if extra else ""),
-             "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if extra else "")]
+             "| case | loss | batch | timed steps x repeats | " + " | ".join(cells) + " |",
+             "|" + "---|" * (4 + len(cells))]
     for case, res in results.items():
-        med = {k: statistics.median(v) for k, v in res.items() if k.endswith(("_wall", "_cpu"))}
+        med = {k: _median(v) for k, v in res.items() if k.endswith(("_wall", "_cpu"))}
         loss = "wgan_gp" if case.endswith("_gp") else "wgan (clip)"
-        name, repeats = case.replace("_gp", ""), len(res["gan_wall"])
-        row = (f"| {name} | {loss} | {res['batch']} | {res['steps']} x {repeats} "
-               f"| {_fmt(res['ref_wall'])} | {_fmt(res['gan_wall'])} "
-               f"| **{med['gan_wall'] / med['ref_wall']:.2f}x** "
-               f"| {_fmt(res['ref_cpu'])} | {_fmt(res['gan_cpu'])} | {med['gan_cpu'] / med['ref_cpu']:.2f}x |")
+        name, repeats = case.replace("_gp", ""), len(res["ref_wall"])
+        row = [name, loss, res["batch"], f"{res['steps']} x {repeats}", _fmt(res["ref_wall"])]
+        row += [c for g in gans
+                for c in (_fmt(res[f"{g}_wall"]), _ratio(med[f"{g}_wall"] / med["ref_wall"], "**{:.2f}x**"))]
+        row += [_fmt(res["ref_cpu"])]
+        row += [c for g in gans for c in (_fmt(res[f"{g}_cpu"]), _ratio(med[f"{g}_cpu"] / med["ref_cpu"]))]
         if extra:
-            row += f" {_fmt(res['ref_onednn_wall'])} | {med['gan_wall'] / med['ref_onednn_wall']:.2f}x |"
-        lines.append(row)
+            row += [_fmt(res["ref_onednn_wall"]), *(_ratio(med[f"{g}_wall"] / med["ref_onednn_wall"]) for g in gans)]
+        lines.append("| " + " | ".join(str(c) for c in row) + " |")
     lines.append("")
     lines.append("Generator steps/s: median (min-max) over the repeats, steady state (the first `gan train` compiled "
                  "call's worth of steps dropped on both sides); steps/CPU-s: the same steps over the process's CPU "
@@ -562,23 +665,29 @@ def main(argv: list[str] | None = None) -> int:
                   f"best measured float32 matmul rate of this device, {peak / 1e9:.1f} GFLOP/s ({rates}{half}). "
                   "`gan train` executes fewer FLOPs per round where its critic has the fused conv + max-pool layer "
                   "(its backward pass touches only the pooled positions); its rate is counted with its own FLOPs:",
-                  "", "| case | reference GFLOP per round | gan train GFLOP per round | reference GFLOP/s "
-                  "| gan train GFLOP/s | reference / matmul rate | gan train / matmul rate |",
-                  "|---|---|---|---|---|---|---|"]
+                  "", "| case | reference GFLOP per round | gan train GFLOP per round | reference GFLOP/s | "
+                  + "".join(f"{labels[g]} GFLOP/s | " for g in gans) + "reference / matmul rate | "
+                  + "".join(f"{labels[g]} / matmul rate | " for g in gans).rstrip(),
+                  "|" + "---|" * (5 + 2 * len(gans))]
         for case, res in flop_cases.items():
             ref_f = res["flops"] * statistics.median(res["ref_wall"])
-            gan_f = res["gan_flops"] * statistics.median(res["gan_wall"])
-            lines.append(f"| {case} | {res['flops'] / 1e9:.3g} | {res['gan_flops'] / 1e9:.3g} | {ref_f / 1e9:.1f} "
-                         f"| {gan_f / 1e9:.1f} | {ref_f / peak:.0%} | {gan_f / peak:.0%} |")
+            gan_f = [res["gan_flops"].get(g, math.nan) * _median(res[f"{g}_wall"]) for g in gans]
+            per_round = {}  # GFLOP per round -> the variants that execute it (XLA: the dense backward pass)
+            for g, f in res["gan_flops"].items():
+                per_round.setdefault(f"{f / 1e9:.3g}", []).append(g.partition(":")[2])
+            own = ", ".join(f"{f} ({', '.join(v)})" if len(per_round) > 1 else f for f, v in per_round.items())
+            lines.append(f"| {case} | {res['flops'] / 1e9:.3g} | {own} | {ref_f / 1e9:.1f} | "
+                         + "".join(f"{_ratio(f / 1e9, '{:.1f}')} | " for f in gan_f) + f"{ref_f / peak:.0%} | "
+                         + "".join(f"{_ratio(f / peak, '{:.0%}')} | " for f in gan_f).rstrip())
 
     if not args.no_startup:
         lines += ["", "`gan train experiment=bench_...` started as a subprocess (with `train.steps_per_execution=1`, "
                   "so its progress bar moves after one step): seconds from the command to its start-up line (data "
                   "loaded, networks built, device named) and to the end of its first training step (tracing "
-                  "included):",
+                  f"included){f'; gan train {variants[0]}' if len(variants) > 1 else ''}:",
                   "", "| case | to start-up line (s) | to first step done (s) |", "|---|---|---|"]
         for case in dict.fromkeys(c.replace("_gp", "") for c in args.cases):
-            t_dev, t_first = startup_time(case, args)
+            t_dev, t_first = startup_time(case, args.overrides, flags[variants[0]])
             lines.append(f"| {case} | {t_dev:.1f} | {t_first:.1f} |")
 
     report = "\n".join(lines)

@@ -30,7 +30,7 @@ TRAIN_SCHEMA: dict[str, tuple[type, float | None, bool]] = {
     "checkpoint_every": (int, 1, True),
     "keep_checkpoints": (int, 1, False),
     "steps_per_execution": (int, 1, False),
-    "jit_compile": (bool, None, False),
+    "jit_compile": (object, None, True),  # true | false | auto (null too): checked in validate
     "mixed_precision": (bool, None, False),
     "progress": (bool, None, False),
     "deterministic": (bool, None, False),
@@ -117,6 +117,8 @@ def validate(cfg: DictConfig) -> None:
     _check_section(cfg, "latent", LATENT_SCHEMA)
     _check_section(cfg, "metrics", METRICS_SCHEMA)
     _check_nan_policy(cfg.train)
+    if not (isinstance(cfg.train.jit_compile, bool) or cfg.train.jit_compile == "auto"):
+        raise ConfigError(f"train.jit_compile must be true, false or auto, got {cfg.train.jit_compile!r}")
     from gan_cli.distribute import check_name
 
     check_name(cfg.train.strategy)

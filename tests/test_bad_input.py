@@ -149,6 +149,13 @@ def test_run_dir_under_a_file_through_the_real_command(tmp_path):
     assert "is a file, not a folder" in _one_error_line(out.stderr)
 
 
+@pytest.mark.parametrize("value", ["maybe", "1", "null", "[auto]"])
+def test_jit_compile_is_true_false_or_auto(tmp_path, capsys, no_training, value):
+    assert cli.main(["train", f"train.jit_compile={value}", f"hydra.run.dir={tmp_path}/run"]) == 2
+    assert "train.jit_compile must be true, false or auto" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_output_folder(tmp_path, capsys, no_training):
     ro = tmp_path / "ro"

@@ -4,6 +4,7 @@ keras-io style loop of benchmarks/throughput.py; mixed precision; the benchmark 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -212,6 +213,41 @@ def test_mixed_precision_warns_on_cpu(capsys, tmp_path):
     assert "meant for GPUs" in capsys.readouterr().err
 
 
+def test_jit_compile_auto_means_xla_on_a_gpu_only():
+    from gan_cli.train import resolve_jit_compile
+
+    assert resolve_jit_compile("auto", gpu=True, distributed=False, deterministic=False)
+    assert not resolve_jit_compile("auto", gpu=False, distributed=False, deterministic=False)
+    assert not resolve_jit_compile("auto", gpu=True, distributed=True, deterministic=False)
+    assert not resolve_jit_compile("auto", gpu=True, distributed=False, deterministic=True)
+    assert resolve_jit_compile(True, gpu=False, distributed=True, deterministic=True)
+    assert not resolve_jit_compile(False, gpu=True, distributed=False, deterministic=False)
+
+
+@pytest.mark.parametrize("setting,said", [("auto", "XLA off"), ("true", "XLA on")])
+def test_start_up_line_says_whether_xla_compiles_the_step(capsys, tmp_path, setting, said):
+    """On this CPU-only machine auto leaves XLA off; true compiles the step with XLA, here with
+    minibatch discrimination in D (its grouped comparison once had a cond XLA could not compile)."""
+    from gan_cli.train import train
+
+    train(compose([*TINY, "model=mlp", "model.discriminator.mbd_kernels=4", "train.steps=4",
+                         "train.eval_every=4", "train.checkpoint_every=4", f"train.jit_compile={setting}"]), tmp_path)
+    start = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("gan-cli:"))
+    assert f"device CPU ({os.cpu_count()} cores), {said};" in start
+
+
+def test_deterministic_run_turns_xla_off_says_so_and_leaves_determinism_as_it_was(capsys, tmp_path):
+    from gan_cli.models.tf_context import op_determinism
+    from gan_cli.train import train
+
+    assert not op_determinism()
+    train(compose([*TINY, "train.steps=2", "train.eval_every=2", "train.checkpoint_every=2",
+                   "train.deterministic=true", "train.jit_compile=true"]), tmp_path)
+    err = capsys.readouterr().err
+    assert "XLA off;" in err and "warning: train.jit_compile=true is off for this run" in err
+    assert not op_determinism()  # process-wide switch: back off for the next job of a sweep
+
+
 @pytest.mark.slow  # ~30 s: runs both trainers; the equivalence tests above stay in the default run
 def test_benchmark_script_prints_a_ratio(tmp_path, capsys):
     out = tmp_path / "throughput.md"
@@ -236,3 +272,74 @@ def test_round_flops_formula():
     g, d = 2 * 128 + 128 * 128 + 128 * 2, 2 * 128 + 128 * 128 + 128
     b = 256
     assert T.round_flops(g, d, b, 5) == 5 * (2 * b * g + 12 * b * d) + 6 * b * g + 4 * b * d
+
+
+def test_steps_option_takes_a_count_per_case():
+    T = _throughput()
+    assert T.case_steps("csm", None) == T.CASES["csm"][1]
+    assert T.case_steps("csm", ["500"]) == 500
+    assert T.case_steps("csm", ["500", "csm=200"]) == 200
+    assert T.case_steps("ring", ["csm=200"]) == T.CASES["ring"][1]
+    with pytest.raises(ValueError, match="unknown case 'cms'.*valid: ring"):
+        T.parse_steps(["cms=200"])
+    with pytest.raises(ValueError, match="positive integer"):
+        T.parse_steps(["csm=0"])
+
+
+def test_variants_share_the_reference_runs_and_each_get_a_ratio(tmp_path, monkeypatch, capsys):
+    """--variants: one reference run per case and repeat, one gan train run per variant, each variant's
+    own flags in its worker's argv and its own ratio column (worker results stubbed: this checks the
+    bookkeeping and the table, the timed runs themselves are covered by test_benchmark_script_prints_a_ratio)."""
+    T = _throughput()
+    calls = []
+    rates = {"ref": 10.0, "fp32": 20.0, "xla": 30.0}
+
+    def fake_worker(side, case, argv, task=None):
+        cmd = T.worker_command(side, case, argv, task)
+        calls.append((side, case, task))
+        if task == "matmul":
+            return {"device": "CPU test", "onednn": "1", "matmul": 1e11}
+        variant = side.partition(":")[2]
+        assert cmd[cmd.index("--worker") + 1] == ("gan" if variant else "ref")
+        # each variant's flags reach its own worker only
+        assert cmd[cmd.index("--jit") + 1] == {"fp32": "false", "xla": "true"}[variant] if variant else "--jit" not in cmd
+        rate = rates[variant or "ref"]
+        return {"rate": [rate, rate / 2], "steps": 100, "batch": 256, "n_critic": 5, "loss": "wgan",
+                "macs": (1000, 1000), "sparse_macs": 0 if variant == "xla" else 500}  # XLA: dense backward
+
+    monkeypatch.setattr(T, "run_worker", fake_worker)
+    out = tmp_path / "t.md"
+    assert T.main(["--cases", "ring", "--repeats", "2", "--variants", "fp32", "xla", "--no-startup",
+                   "--out", str(out)]) == 0
+    timed = [c for c in calls if c[2] is None]
+    assert sorted(c[0] for c in timed) == ["gan:fp32", "gan:fp32", "gan:xla", "gan:xla", "ref", "ref"]
+    table = out.read_text()
+    assert "| gan train fp32 steps/s | **ratio** | gan train xla steps/s | **ratio** |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| ring | wgan"))
+    assert "| 10.0 (10.0-10.0) | 20.0 (20.0-20.0) | **2.00x** | 30.0 (30.0-30.0) | **3.00x** |" in row
+    assert "fp32: train.jit_compile=false" in table and "xla: train.jit_compile=true" in table
+    # FLOP table: each variant's rate with the FLOPs it executes (round_flops with its own sparse MACs)
+    fp32_flops, xla_flops = T.round_flops(1000, 1000, 256, 5, d_sparse_macs=500), T.round_flops(1000, 1000, 256, 5)
+    flop_row = next(line for line in table.splitlines() if line.startswith("| ring | ") and "(fp32)" in line)
+    assert f"{fp32_flops / 1e9:.3g} (fp32), {xla_flops / 1e9:.3g} (xla)" in flop_row
+    assert f"| {fp32_flops * 20 / 1e9:.1f} | {xla_flops * 30 / 1e9:.1f} |" in flop_row
+
+
+def test_a_failing_variant_is_reported_and_the_others_still_timed(tmp_path, monkeypatch, capsys):
+    T = _throughput()
+
+    def fake_worker(side, case, argv, task=None):
+        if task == "matmul":
+            return {"device": "CPU test", "onednn": "1", "matmul": 1e11}
+        if side == "gan:xla":
+            raise RuntimeError("XLA compilation failed")
+        return {"rate": [10.0, 5.0] if side == "ref" else [20.0, 10.0], "steps": 100, "batch": 256,
+                "n_critic": 5, "loss": "wgan", "macs": (1000, 1000), "sparse_macs": 0}
+
+    monkeypatch.setattr(T, "run_worker", fake_worker)
+    out = tmp_path / "t.md"
+    assert T.main(["--cases", "ring", "--repeats", "1", "--variants", "fp32", "xla", "--no-startup",
+                   "--out", str(out)]) == 0
+    assert "gan train xla failed: XLA compilation failed" in capsys.readouterr().out
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| ring | wgan"))
+    assert "| 10.0 | 20.0 | **2.00x** | failed | failed |" in row

@@ -20,31 +20,13 @@ from __future__ import annotations
 
 import keras
 
+from gan_cli.models.tf_context import in_xla, op_determinism
+
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """(output size, padding before) of TensorFlow's ``padding="SAME"``."""
     out = -(-size // stride)
     return out, max((out - 1) * stride + kernel - size, 0) // 2
-
-
-def _in_xla() -> bool:
-    """True while tracing a function compiled by XLA (``train.jit_compile``), which cannot run ``tf.unique``."""
-    try:
-        import tensorflow as tf
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover - private module moved: take the path that always compiles
-        return True
-    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
-
-
-def _op_determinism() -> bool:
-    """Whether ``tf.config.experimental.enable_op_determinism()`` is on (``train.deterministic``)."""
-    try:
-        from tensorflow.python.framework import config as tf_config
-
-        return bool(tf_config.is_op_determinism_enabled())
-    except (ImportError, AttributeError):  # pragma: no cover - private API moved: assume it is on
-        return True
 
 
 def conv_leaky_max(x, kernel, bias, stride: int, slope: float):
@@ -113,7 +95,7 @@ def conv_leaky_max(x, kernel, bias, stride: int, slope: float):
             return tf.reshape(d_x, tf.shape(x)), d_kernel, tf.reduce_sum(dy, axis=0)
 
         def grad(g):
-            if _in_xla() or (_op_determinism() and tf.config.list_logical_devices("GPU")):
+            if in_xla() or (op_determinism() and tf.config.list_logical_devices("GPU")):
                 # XLA cannot compile tf.unique; the sparse ops' GPU kernels add with atomics, which
                 # train.deterministic's op determinism refuses
                 return dense_grad(g)

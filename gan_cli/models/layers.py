@@ -6,6 +6,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from gan_cli.models.tf_context import in_xla
+
 
 @keras.saving.register_keras_serializable(package="gan_cli")
 class Maxout(keras.layers.Layer):
@@ -113,7 +115,13 @@ class MinibatchDiscrimination(keras.layers.Layer):
                 out = out / rows[:, None, None]
             return tf.reshape(tf.transpose(out, (1, 0, 2)), (self.kernels, -1))[:, :n]
 
-        o = tf.cond(n <= g, single, grouped)  # (kernels, n)
+        rows = f.shape[0]
+        if rows is not None:  # static batch: pick the branch now
+            o = single() if rows <= g else grouped()
+        elif in_xla():  # XLA has no kernel for a cond around map_fn's TensorArray; grouped covers any n
+            o = grouped()
+        else:
+            o = tf.cond(n <= g, single, grouped)  # (kernels, n)
         return ops.concatenate([f, ops.transpose(o)], axis=-1)
 
     def compute_output_shape(self, input_shape):
