@@ -3,6 +3,7 @@
 
     python benchmarks/throughput.py                                  # all cases, 3 repeats
     python benchmarks/throughput.py --reference-onednn --out benchmarks/results/throughput.md
+    python benchmarks/throughput.py --variants default mixed --out benchmarks/results/throughput.md  # a CPU
     python benchmarks/throughput.py --variants fp32 mixed xla mixed+xla --steps ring=500 csm=200   # a GPU
 
 Cases (``--cases``): ``ring`` = ``experiment=bench_ring`` (ring data, ReLU MLPs 2-128-128, batch 256,
@@ -293,7 +294,9 @@ def run_reference(resolved, data, warmup: int, steps: int) -> tuple[tuple[float,
     model = ReferenceWGAN(generator, discriminator, int(resolved.latent.dim), int(resolved.train.n_critic),
                           clip_value=float(resolved.loss.clip_value) if loss == "wgan" else None,
                           gp_weight=float(resolved.loss.get("gp_weight", 0.0)) if loss == "wgan_gp" else 0.0)
-    model.compile(build_optimizer(resolved.optimizer.discriminator), build_optimizer(resolved.optimizer.generator))
+    # plain keras.optimizers.RMSprop, as a user's script has (gan train's is FusedRMSprop)
+    model.compile(build_optimizer(resolved.optimizer.discriminator, fused=False),
+                  build_optimizer(resolved.optimizer.generator, fused=False))
     x, _ = data.arrays()
     ds = reference_dataset(x, int(resolved.train.batch_size), int(resolved.train.n_critic))
     clock = _Clock()
@@ -401,8 +404,8 @@ def model_macs(model: keras.Model) -> int:
 
 
 def sparse_backward_macs(model: keras.Model) -> int:
-    """The forward MACs of ``model``'s ConvLeakyMaxPool layers: their backward pass touches only the
-    pooled positions, so autodiff's dense backward FLOPs for them are not executed."""
+    """The forward MACs of ``model``'s ConvLeakyMaxPool layers: their kernel gradient touches only the
+    pooled positions, so autodiff's dense weight-gradient FLOPs for them are not executed."""
     from gan_cli.models.conv_max_pool import ConvLeakyMaxPool
 
     return sum(layer_macs(layer) for layer in model.layers if isinstance(layer, ConvLeakyMaxPool))
@@ -415,12 +418,13 @@ def round_flops(g_macs: int, d_macs: int, batch: int, n_critic: int, d_sparse_ma
     Critic update: G forward on B noise vectors (2 B G), D forward + backward on B real and B fake
     samples (6 * 2B * D). Generator update: G forward + backward (6 B G), D forward + input gradient
     only (4 B D). Round = n_critic critic updates + 1 generator update. ``d_sparse_macs``: the part
-    of D's MACs whose backward is sparse (ConvLeakyMaxPool; its gather/scatter, ``k*k*C*F`` MACs per
-    sample, is negligible and not counted). (Elementwise ops, the optimizer and clipping are not
-    counted; the gradient penalty's double backward is not modelled.)
+    of D's MACs whose weight gradient is sparse (ConvLeakyMaxPool: its input gradient is the dense
+    backward convolution; its kernel gradient, ``k*k*C*F`` MACs per sample, is negligible and not
+    counted), so a critic update skips ``2 * 2B * d_sparse_macs``. (Elementwise ops, the optimizer and
+    clipping are not counted; the gradient penalty's double backward is not modelled.)
     """
-    critic = 2 * batch * g_macs + 12 * batch * d_macs - 8 * batch * d_sparse_macs
-    generator = 6 * batch * g_macs + 4 * batch * d_macs - 2 * batch * d_sparse_macs
+    critic = 2 * batch * g_macs + 12 * batch * d_macs - 4 * batch * d_sparse_macs
+    generator = 6 * batch * g_macs + 4 * batch * d_macs
     return float(n_critic * critic + generator)
 
 
@@ -507,8 +511,11 @@ def worker(args) -> dict:
     info = {"device": device_line(), "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "TensorFlow default")}
     if args.worker == "matmul":
         info["matmul"] = matmul_flops()
-        if args.mixed_precision and tf.config.list_physical_devices("GPU"):
-            info["matmul_fp16"] = matmul_flops(tf.float16)
+        if args.mixed_precision:  # the rate of the type train.mixed_precision=true computes in here
+            from gan_cli.precision import compute_dtype
+
+            info["half_dtype"] = compute_dtype(True)
+            info["matmul_half"] = matmul_flops(getattr(tf, info["half_dtype"]))
         return info
     case = args.cases[0]
     steps = case_steps(case, args.steps)
@@ -553,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jit", nargs="?", const="true", default="auto", choices=["auto", "true", "false"],
                    help="gan train's train.jit_compile (XLA): --jit = true; default auto (gan train's default: "
                         "on a GPU, off on a CPU)")
-    p.add_argument("--mixed-precision", action="store_true", help="gan train with train.mixed_precision=true")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="gan train with train.mixed_precision=true (float16 on a GPU, bfloat16 on a CPU)")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
                    help="time several gan train configurations against the same reference runs, e.g. "
                         "--variants fp32 mixed xla mixed+xla (default: gan train's defaults; fp32/mixed: "
@@ -587,8 +595,8 @@ def main(argv: list[str] | None = None) -> int:
               + (["--overrides", *args.overrides] if args.overrides else []))  # what each worker needs
     sides = ["ref", *gans] + (["ref_onednn"] if args.reference_onednn else [])
     command = "python benchmarks/throughput.py " + " ".join(raw)
-    fp16 = ["--mixed-precision"] if len(variants) > 1 and any(m for _, m in settings.values()) else []
-    peaks = {side: run_worker(side, None, passed + (fp16 if side == "gan" else []), task="matmul")
+    half_flag = ["--mixed-precision"] if len(variants) > 1 and any(m for _, m in settings.values()) else []
+    peaks = {side: run_worker(side, None, passed + (half_flag if side == "gan" else []), task="matmul")
              for side in ("ref", "gan")}
     flags = {v: gan_flags(*settings[v]) for v in variants}
     gan_line = ("; ".join(f"{v}: {', '.join(flags[v])}" for v in variants) if len(variants) > 1
@@ -660,11 +668,16 @@ def main(argv: list[str] | None = None) -> int:
         peak = max(side["matmul"] for side in peaks.values())
         rates = ", ".join(f"{peaks[s]['matmul'] / 1e9:.1f} with TF_ENABLE_ONEDNN_OPTS={peaks[s]['onednn']}"
                           for s in peaks)
-        half = (f"; float16: {peaks['gan']['matmul_fp16'] / 1e9:.1f} GFLOP/s" if "matmul_fp16" in peaks["gan"] else "")
+        half_peak = peaks["gan"].get("matmul_half")
+        half = f"; {peaks['gan']['half_dtype']}: {half_peak / 1e9:.1f} GFLOP/s" if half_peak else ""
+        # a mixed-precision variant is measured against the half-precision matmul rate
+        mixed = {g: settings[g.partition(":")[2] or variants[0]][1] for g in gans}
+        peak_of = {g: half_peak if mixed[g] and half_peak else peak for g in gans}
         lines += ["", f"Achieved FLOP/s (matmul/conv FLOPs per round from layer shapes, `round_flops`) against the "
-                  f"best measured float32 matmul rate of this device, {peak / 1e9:.1f} GFLOP/s ({rates}{half}). "
+                  f"best measured float32 matmul rate of this device, {peak / 1e9:.1f} GFLOP/s ({rates}{half}"
+                  f"{'; mixed-precision variants against the latter' if half else ''}). "
                   "`gan train` executes fewer FLOPs per round where its critic has the fused conv + max-pool layer "
-                  "(its backward pass touches only the pooled positions); its rate is counted with its own FLOPs:",
+                  "(its kernel gradient touches only the pooled positions); its rate is counted with its own FLOPs:",
                   "", "| case | reference GFLOP per round | gan train GFLOP per round | reference GFLOP/s | "
                   + "".join(f"{labels[g]} GFLOP/s | " for g in gans) + "reference / matmul rate | "
                   + "".join(f"{labels[g]} / matmul rate | " for g in gans).rstrip(),
@@ -678,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
             own = ", ".join(f"{f} ({', '.join(v)})" if len(per_round) > 1 else f for f, v in per_round.items())
             lines.append(f"| {case} | {res['flops'] / 1e9:.3g} | {own} | {ref_f / 1e9:.1f} | "
                          + "".join(f"{_ratio(f / 1e9, '{:.1f}')} | " for f in gan_f) + f"{ref_f / peak:.0%} | "
-                         + "".join(f"{_ratio(f / peak, '{:.0%}')} | " for f in gan_f).rstrip())
+                         + "".join(f"{_ratio(f / peak_of[g], '{:.0%}')} | " for g, f in zip(gans, gan_f)).rstrip())
 
     if not args.no_startup:
         lines += ["", "`gan train experiment=bench_...` started as a subprocess (with `train.steps_per_execution=1`, "

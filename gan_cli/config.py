@@ -31,7 +31,7 @@ TRAIN_SCHEMA: dict[str, tuple[type, float | None, bool]] = {
     "keep_checkpoints": (int, 1, False),
     "steps_per_execution": (int, 1, False),
     "jit_compile": (object, None, True),  # true | false | auto (null too): checked in validate
-    "mixed_precision": (bool, None, False),
+    "mixed_precision": (object, None, False),  # false | true | float16 | bfloat16: checked in validate
     "progress": (bool, None, False),
     "deterministic": (bool, None, False),
     "on_nan": (str, None, False),
@@ -119,6 +119,9 @@ def validate(cfg: DictConfig) -> None:
     _check_nan_policy(cfg.train)
     if not (isinstance(cfg.train.jit_compile, bool) or cfg.train.jit_compile == "auto"):
         raise ConfigError(f"train.jit_compile must be true, false or auto, got {cfg.train.jit_compile!r}")
+    from gan_cli.precision import check_setting
+
+    check_setting(cfg.train.mixed_precision)
     from gan_cli.distribute import check_name
 
     check_name(cfg.train.strategy)

@@ -25,12 +25,15 @@ from gan_cli.unroll import unrolled_weights
 
 # First component of the stateless seed per random purpose (second component: the slot counter).
 _LATENT, _LABELS, _EPSILON = 0, 1, 2
-# Rounds with more discriminator updates than this run them in a graph loop rather than unrolled:
-# tracing and graph optimisation then cost one update instead of n_critic. Measured on the bench
-# experiments (2-core CPU): the loop takes the first step of csm from 23.5 s to 13.8 s after the
-# command and of ring from 10.1 s to 8.4 s, at the same steady-state steps/s within noise except ring
-# with WGAN-GP, about 12% slower (README "Throughput").
-CRITIC_UNROLL_MAX = 1
+# A round runs its discriminator updates unrolled in the graph when the networks together have fewer than
+# UNROLL_MAX_PARAMS weights and n_critic is at most UNROLL_MAX_N_CRITIC, otherwise in a graph loop.
+# Measured on the bench experiments (README "Throughput"): for small networks the loop's per-iteration
+# overhead and serialisation cost 8-10% of the steps/s (bench_ring 313 -> 343 steps/s unrolled, with
+# WGAN-GP 221 -> 238, on a 2-core AMX CPU) and tracing a few small updates is quick; for large ones the
+# rate is the same within noise and the loop traces and optimises one update instead of n_critic (bench_csm's
+# first step 23.5 s -> 13.8 s after the command on a 2-core AVX2 CPU).
+UNROLL_MAX_PARAMS = 1_000_000
+UNROLL_MAX_N_CRITIC = 10
 # A generator with at least this many weights makes a round's n_critic fake batches in one call (GAN.critic_fakes):
 # one (n_critic * B)-row pass reads its weights once instead of n_critic times. Measured (2-core CPU, README
 # "Throughput"): bench_csm's 9.1M-weight generator +9% steps/s; bench_ring's 17k-weight one -17%, as its
@@ -84,6 +87,8 @@ class GAN(keras.Model):
         # (train_step, critic_fakes)
         self.batched_fakes = (rows_independent(self.generator)
                               and self.generator.count_params() >= BATCHED_FAKES_MIN_PARAMS)
+        # small networks: the round's critic updates unrolled rather than in a graph loop (unroll_critic)
+        self.small_networks = self.generator.count_params() + self.discriminator.count_params() < UNROLL_MAX_PARAMS
 
     def _init_techniques(self, feature_matching, feature_matching_only, r1_weight, unroll_steps, g_ema, slot_stride):
         """Stabilisation options (README "Stabilisation techniques").
@@ -261,8 +266,10 @@ class GAN(keras.Model):
         self.d_optimizer.apply_gradients(zip(grads, variables))
         if self.clip_value is not None:
             c = self.clip_value
-            # WGAN: clip every critic weight into [-c, c] (on every replica's copy)
-            assign_everywhere(variables, lambda v: tf.clip_by_value(v, -c, c))
+            # WGAN: clip every critic weight into [-c, c] (on every replica's copy); the raw ClipByValue is one
+            # kernel per weight where tf.clip_by_value makes two (minimum, then maximum)
+            assign_everywhere(variables, lambda v: tf.raw_ops.ClipByValue(
+                t=tf.convert_to_tensor(v), clip_value_min=tf.constant(-c, v.dtype), clip_value_max=tf.constant(c, v.dtype)))
         return d_loss
 
     def g_step(self, batch, slot, x_real=None, y_real=None):
@@ -282,6 +289,11 @@ class GAN(keras.Model):
         self.g_optimizer.apply_gradients(zip(grads, variables))
         return g_loss
 
+    def unroll_critic(self) -> bool:
+        """Whether ``train_step`` unrolls the round's ``n_critic`` updates (else a graph loop; ``UNROLL_MAX_PARAMS``).
+        Read at tracing time: ``n_critic`` changes between the segments of a critic schedule."""
+        return self.n_critic <= 1 or (self.small_networks and self.n_critic <= UNROLL_MAX_N_CRITIC)
+
     def train_step(self, data):
         # labelled data arrives as (x, y); an unconditional model ignores the labels
         x_all, y_all = data if isinstance(data, (tuple, list)) else (data, None)
@@ -291,7 +303,7 @@ class GAN(keras.Model):
         base = self.round * self.slot_stride  # slots base .. base + n_critic + n_gen - 1 (<= stride)
         d_loss = g_loss = tf.constant(0.0)
         fakes = self.critic_fakes(batch, y_all, base) if self.batched_fakes and self.n_critic > 1 else None
-        if self.n_critic <= CRITIC_UNROLL_MAX or tf.distribute.has_strategy():  # (merge_call needs no loop)
+        if self.unroll_critic() or tf.distribute.has_strategy():  # (merge_call needs no loop)
             for i in range(self.n_critic):
                 d_loss = self.d_step(x_all[:, i], None if y_all is None else y_all[:, i], base + i,
                                      None if fakes is None else fakes[i])

@@ -183,10 +183,9 @@ def gngan_parts(cfg: DictConfig, data: Any) -> tuple[type, dict]:
     from gan_cli import precision
     from gan_cli.optimizers import build_optimizer
 
-    mixed = bool(cfg.train.get("mixed_precision", False))
+    mixed = precision.compute_dtype(cfg.train.get("mixed_precision", False))
     with precision.policy(mixed):
         encoder = build_encoder(cfg.model, data, int(cfg.latent.dim))
-    optimizer = build_optimizer(cfg.optimizer.generator)  # the generator's settings (a separate instance)
-    if mixed:
-        optimizer = precision.loss_scaled(optimizer)
+    # the generator's settings (a separate instance)
+    optimizer = precision.loss_scaled(build_optimizer(cfg.optimizer.generator), mixed)
     return GNGAN, {"encoder": encoder, "e_optimizer": optimizer}

@@ -44,12 +44,13 @@ def validate_optimizer(net: str, cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"optimizer.{net}.momentum_steps must be >= 1, got {value}")
 
 
-def build_optimizer(cfg: Mapping[str, Any]):
+def build_optimizer(cfg: Mapping[str, Any], fused: bool = True):
     """A fresh Keras optimizer from a node like ``{name: adam, lr: 2e-4, beta_1: 0.5}``.
 
     SGD with ``momentum_final`` and ``momentum_steps`` set ramps its momentum linearly from
     ``momentum`` to ``momentum_final`` over that many of its own updates (Goodfellow et al.
-    2014: 0.5 rising to 0.7).
+    2014: 0.5 rising to 0.7). RMSprop is ``FusedRMSprop`` (Keras's rule and state, one TensorFlow
+    kernel per weight) unless ``fused`` is false (the throughput benchmark's reference: plain Keras).
     """
     import keras
 
@@ -61,4 +62,8 @@ def build_optimizer(cfg: Mapping[str, Any]):
 
         return RampedMomentumSGD(learning_rate=float(cfg["lr"]), momentum_final=float(cfg["momentum_final"]),
                                  momentum_steps=int(cfg["momentum_steps"]), **kwargs)
+    if cfg["name"] == "rmsprop" and fused:
+        from gan_cli.fused_rmsprop import FusedRMSprop
+
+        return FusedRMSprop(learning_rate=float(cfg["lr"]), **kwargs)
     return getattr(keras.optimizers, cls_name)(learning_rate=float(cfg["lr"]), **kwargs)

@@ -48,8 +48,8 @@ def build_gan(cfg: DictConfig, data):
 
     keras.utils.set_random_seed(int(cfg.train.seed))
     conditional = bool(cfg.model.get("conditional", False))
-    mixed = bool(cfg.train.get("mixed_precision", False))
-    with precision.policy(mixed):  # float16 compute, float32 logits/samples/losses (gan_cli/precision.py)
+    mixed = precision.compute_dtype(cfg.train.get("mixed_precision", False))
+    with precision.policy(mixed):  # half compute, float32 logits/samples/losses (gan_cli/precision.py)
         generator, discriminator = get_builder(cfg.model.name)(cfg.model, data, int(cfg.latent.dim), conditional)
     if mixed:
         precision.float32_ends(generator, discriminator)
@@ -76,8 +76,7 @@ def build_gan(cfg: DictConfig, data):
               conditional=conditional, num_classes=data.num_classes, pack=int(cfg.model.get("pack", 1)),
               **techniques.gan_kwargs(cfg), **extra)  # n_critic, slot_stride and the stabilisation options
     optimizers = [build_optimizer(cfg.optimizer.generator), build_optimizer(cfg.optimizer.discriminator)]
-    if mixed:
-        optimizers = [precision.loss_scaled(o) for o in optimizers]
+    optimizers = [precision.loss_scaled(o, mixed) for o in optimizers]
     gan.compile(*optimizers, steps_per_execution=_steps_per_execution(cfg), jit_compile=jit_compile_for(cfg))
     return gan
 
@@ -394,19 +393,20 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
         start = restore(gan, latest_checkpoint(run_dir))
         _trim_metrics(run_dir, start)
     steps = int(cfg.train.steps)
+    from gan_cli import precision
+
+    half = precision.compute_dtype(cfg.train.get("mixed_precision", False))
     print(f"gan-cli: {cfg.loss.name} on {data.name} ({data.kind}, sample shape {tuple(data.sample_shape)}), "
           f"model {cfg.model.name}, optimizer {cfg.optimizer.name}, n_critic {cfg.train.n_critic}, "
-          f"{steps} steps, device {device_line()}, XLA {'on' if gan.jit_compile else 'off'}; run folder {run_dir}"
+          f"{steps} steps, device {device_line()}, XLA {'on' if gan.jit_compile else 'off'}"
+          + (f", mixed precision {half}" if half else "") + f"; run folder {run_dir}"
           + (f"; resuming at step {start}" if resume else ""), file=sys.stderr)
     if cfg.train.jit_compile is True and not gan.jit_compile:  # Keras's own check (keras Trainer.compile)
         print("warning: train.jit_compile=true is off for this run: Keras compiles no XLA step under op "
               "determinism (train.deterministic=true) or with a layer that does not support XLA", file=sys.stderr)
-    if cfg.train.get("mixed_precision", False):
-        from gan_cli.precision import cpu_warning
-
-        warning = cpu_warning()
-        if warning:
-            print(warning, file=sys.stderr)
+    warning = precision.warning(half)
+    if warning:
+        print(warning, file=sys.stderr)
 
     if strategy is not None:
         print(f"train.strategy: {distribute.describe(strategy)}", file=sys.stderr)

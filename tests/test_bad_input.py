@@ -156,6 +156,13 @@ def test_jit_compile_is_true_false_or_auto(tmp_path, capsys, no_training, value)
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("value", ["maybe", "1", "half", "[true]", "float64"])
+def test_mixed_precision_is_a_bool_float16_or_bfloat16(tmp_path, capsys, no_training, value):
+    assert cli.main(["train", f"train.mixed_precision={value}", f"hydra.run.dir={tmp_path}/run"]) == 2
+    assert "train.mixed_precision must be false, true, float16 or bfloat16" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_read_only_output_folder(tmp_path, capsys, no_training):
     ro = tmp_path / "ro"

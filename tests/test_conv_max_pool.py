@@ -67,6 +67,64 @@ def test_tied_maxima_split_the_gradient_like_reduce_max():
         np.testing.assert_allclose(ga, gb, rtol=1e-5, atol=1e-5)
 
 
+def test_half_precision_ties_go_to_the_first_maximum():
+    """In bfloat16 (mixed precision) ties are common and the layer sends a tied maximum's gradient to the first
+    maximal position (as tf.nn.max_pool's gradient does) instead of leaving its fast path."""
+    import tensorflow as tf
+
+    from gan_cli.models.conv_max_pool import conv_leaky_max
+
+    rng = np.random.default_rng(5)
+    x = tf.cast(tf.constant(np.round(rng.standard_normal((3, 10, 10, 2)) * 2) / 2, tf.float32), tf.bfloat16)
+    kernel = tf.cast(tf.constant(np.round(rng.standard_normal((3, 3, 2, 4)) * 2) / 2, tf.float32), tf.bfloat16)
+    bias = tf.zeros((4,), tf.bfloat16)
+    upstream = tf.cast(tf.constant(rng.standard_normal((3, 4)), tf.float32), tf.bfloat16)
+
+    def first_max(x, kernel, bias):  # reference: autodiff of a gather at the first argmax
+        y = tf.nn.conv2d(x, kernel, 2, "SAME") + bias
+        flat = tf.reshape(y, (3, -1, 4))
+        top = tf.gather(flat, tf.argmax(flat, axis=1, output_type=tf.int32), axis=1, batch_dims=1)  # (B, F, F)
+        y_max = tf.linalg.diag_part(top)
+        return tf.where(y_max > 0, y_max, 0.2 * y_max)
+
+    def grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel, bias])
+            loss = tf.reduce_sum(tf.cast(fn(x, kernel, bias) * upstream, tf.float32))
+        return tape.gradient(loss, [x, kernel, bias])
+
+    y = tf.reshape(tf.nn.conv2d(x, kernel, 2, "SAME"), (3, -1, 4))
+    tied = tf.reduce_sum(tf.cast(y == tf.reduce_max(y, axis=1, keepdims=True), tf.int32), axis=1) > 1
+    assert bool(tf.reduce_any(tied))                                    # the input has ties
+    for a, b in zip(grads(lambda *t: conv_leaky_max(*t, stride=2, slope=0.2)), grads(first_max)):
+        np.testing.assert_allclose(tf.cast(a, tf.float32), tf.cast(b, tf.float32), rtol=2e-2, atol=2e-2)
+
+
+def test_leaky_relu_from_output_has_the_keras_gradients():
+    """LeakyReLUFromOutput: the same values, gradients and second-order gradients as keras.layers.LeakyReLU."""
+    import keras
+    import tensorflow as tf
+
+    from gan_cli.models.conv_max_pool import LeakyReLUFromOutput
+
+    x = tf.constant(np.random.default_rng(6).standard_normal((4, 5, 5, 3)), tf.float32)
+    w = tf.constant(np.random.default_rng(7).standard_normal((4, 5, 5, 3)), tf.float32)
+
+    def grads(layer):
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = layer(x * x * w)
+                loss = tf.reduce_sum(y * w)
+            dx = inner.gradient(loss, x)
+            penalty = tf.reduce_sum(dx * dx)
+        return y, dx, outer.gradient(penalty, x)
+
+    for a, b in zip(grads(LeakyReLUFromOutput(negative_slope=0.2)), grads(keras.layers.LeakyReLU(negative_slope=0.2))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_gradients_under_xla_match():
     """Under train.jit_compile (XLA: no tf.unique) the layer differentiates densely, with the same result."""
     import tensorflow as tf
@@ -105,6 +163,7 @@ def test_csm_critic_uses_the_fused_layer_unless_told_not_to(tmp_path):
     plain_types, plain = layer_types(sparse_pool_grad=False)
     assert "ConvLeakyMaxPool" in fused_types and "GlobalMaxPooling2D" not in fused_types
     assert "ConvLeakyMaxPool" not in plain_types and "GlobalMaxPooling2D" in plain_types
+    assert "LeakyReLUFromOutput" in fused_types and "LeakyReLUFromOutput" not in plain_types
     assert "ConvLeakyMaxPool" not in layer_types(spectral_norm=True)[0]
     # same weights in the same order: a checkpoint of either critic loads into the other
     plain.set_weights(fused.get_weights())

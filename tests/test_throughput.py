@@ -88,7 +88,10 @@ def test_fused_step_matches_straightforward_loop(case, loss):
     latent = int(cfg.latent.dim)
     gan = GAN(g1, d1, get_loss(loss), {}, latent_dim=latent, n_critic=n_critic, clip_value=clip, gp_weight=gp,
               seed=7)
-    gan.compile(keras.optimizers.RMSprop(1e-3), keras.optimizers.RMSprop(1e-3), steps_per_execution=2)
+    # gan train's optimizer (one fused kernel per weight) against the reference's plain Keras RMSprop
+    from gan_cli.fused_rmsprop import FusedRMSprop
+
+    gan.compile(FusedRMSprop(1e-3), FusedRMSprop(1e-3), steps_per_execution=2)
     # csm: one G call makes a round's 5 fake batches (critic_fakes; default for generators of >= 1M weights,
     # forced here for the small test networks); ring: one call per update, as in the reference
     gan.batched_fakes = case == "csm"
@@ -111,6 +114,44 @@ def test_fused_step_matches_straightforward_loop(case, loss):
     assert moved > 1e-3  # the rounds really trained D
     if clip:
         assert max(float(np.abs(w).max()) for w in d1.get_weights()) <= clip + 1e-7
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+def test_fused_rmsprop_matches_keras_rmsprop(momentum):
+    """FusedRMSprop: Keras's RMSprop updates (inside a compiled function, as in training) and Keras's state:
+    the same optimizer.variables, so checkpoints are interchangeable."""
+    import keras
+    import tensorflow as tf
+
+    from gan_cli.fused_rmsprop import FusedRMSprop
+    from gan_cli.optimizers import build_optimizer
+
+    rng = np.random.default_rng(0)
+    start = [rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(4).astype(np.float32)]
+    grads = [[rng.standard_normal(w.shape).astype(np.float32) for w in start] for _ in range(5)]
+
+    def run(optimizer):
+        weights = [keras.Variable(w) for w in start]
+        optimizer.build(weights)
+
+        @tf.function
+        def apply(g):
+            optimizer.apply_gradients(zip(g, weights))
+
+        for g in grads:
+            apply([tf.constant(x) for x in g])
+        return [w.numpy() for w in weights], optimizer
+
+    fused, opt_f = run(FusedRMSprop(0.01, rho=0.9, momentum=momentum))
+    plain, opt_p = run(keras.optimizers.RMSprop(0.01, rho=0.9, momentum=momentum))
+    for a, b, w0 in zip(fused, plain, start):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert float(np.abs(a - w0).max()) > 1e-3
+    assert len(opt_f.variables) == len(opt_p.variables)  # no extra state (momentum 0's scratch is not in it)
+    for a, b in zip(opt_f.variables, opt_p.variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    assert isinstance(build_optimizer({"name": "rmsprop", "lr": 1e-3}), FusedRMSprop)
+    assert type(build_optimizer({"name": "rmsprop", "lr": 1e-3}, fused=False)) is keras.optimizers.RMSprop
 
 
 @pytest.mark.parametrize("overrides,independent", [
@@ -163,54 +204,80 @@ def _train_rounds(cfg, data, rounds: int):
     return gan, tf
 
 
-def test_mixed_precision_trains_on_cpu_with_float32_logits():
-    """train.mixed_precision: float16 hidden layers, float32 logits and samples, loss-scaled optimizers whose
-    updates match float32 training (SGD, where a missing unscaling would make them 2^15 times larger)."""
-    import keras
-
+def _mixed_vs_float32(setting: str, rounds: int = 2):
+    """(mixed-precision GAN, float32 GAN, initial GAN) after ``rounds`` rounds of SGD training from one seed."""
     from gan_cli import config as config_mod
-    from gan_cli.train import build_dataset
+    from gan_cli.train import build_dataset, build_gan
 
-    def resolved(mixed: bool):
+    def resolved(mixed: str):
         cfg = compose([*TINY, "loss=nsgan", "optimizer=sgd", "optimizer.generator.lr=0.01",
                        "optimizer.discriminator.lr=0.01", "optimizer.generator.momentum=0.0",
                        "optimizer.discriminator.momentum=0.0", "train.steps_per_execution=2",
-                       f"train.mixed_precision={str(mixed).lower()}"])
+                       f"train.mixed_precision={mixed}"])
         data = build_dataset(cfg.dataset)
         return config_mod.resolve(cfg, data), data
 
-    cfg, data = resolved(True)
-    mixed, tf = _train_rounds(cfg, data, 2)
-    assert isinstance(mixed.d_optimizer, keras.optimizers.LossScaleOptimizer)
-    assert mixed.discriminator.layers[1].compute_dtype == "float16"
-    assert mixed.discriminator.layers[-1].compute_dtype == "float32"
-    z = mixed.latent(16, 0)
-    fake = mixed.generate(z, training=True)
-    logits = mixed.discriminator(fake, training=True)
-    assert fake.dtype == tf.float32 and logits.dtype == tf.float32
-    assert int(mixed.round.numpy()) == 2
+    cfg, data = resolved(setting)
+    mixed, _ = _train_rounds(cfg, data, rounds)
+    cfg32, data32 = resolved("false")
+    full, _ = _train_rounds(cfg32, data32, rounds)
+    return mixed, full, build_gan(resolved("false")[0], data32)  # same seed -> same initial weights
 
-    cfg32, data32 = resolved(False)
-    full, _ = _train_rounds(cfg32, data32, 2)
-    # same seed -> same initial weights; the fp16 updates must match the fp32 ones to fp16 precision
-    init_cfg, _ = resolved(False)
-    from gan_cli.train import build_gan
 
-    start = build_gan(init_cfg, data32)
+def _assert_updates_close(mixed, full, start, tolerance: float):
+    """Every critic weight's change after training: the mixed run's within ``tolerance`` x the largest change
+    of the float32 run (a missing float16 unscaling would make them 2^15 times larger)."""
     for w_mixed, w_full, w0 in zip(mixed.discriminator.get_weights(), full.discriminator.get_weights(),
                                    start.discriminator.get_weights()):
         step_full, step_mixed = w_full - w0, w_mixed - w0
         scale = float(np.abs(step_full).max())
         assert scale > 0
-        assert float(np.abs(step_mixed - step_full).max()) <= 0.05 * scale + 1e-6
+        assert float(np.abs(step_mixed - step_full).max()) <= tolerance * scale + 1e-6
 
 
-def test_mixed_precision_warns_on_cpu(capsys, tmp_path):
+@pytest.mark.parametrize("setting,dtype,tolerance", [("float16", "float16", 0.05), ("bfloat16", "bfloat16", 0.1)])
+def test_mixed_precision_trains_on_cpu_with_float32_logits(setting, dtype, tolerance):
+    """train.mixed_precision=float16|bfloat16: half-precision hidden layers, float32 logits and samples;
+    float16 with loss-scaled optimizers, bfloat16 without (it has float32's range); updates match float32
+    training to the half type's precision (bfloat16 keeps 8 significant bits, float16 11)."""
+    import keras
+    import tensorflow as tf
+
+    mixed, full, start = _mixed_vs_float32(setting)
+    assert isinstance(mixed.d_optimizer, keras.optimizers.LossScaleOptimizer) == (dtype == "float16")
+    assert mixed.discriminator.layers[1].compute_dtype == dtype
+    assert mixed.discriminator.layers[-1].compute_dtype == "float32"
+    fake = mixed.generate(mixed.latent(16, 0), training=True)
+    logits = mixed.discriminator(fake, training=True)
+    assert fake.dtype == tf.float32 and logits.dtype == tf.float32
+    assert int(mixed.round.numpy()) == 2
+    _assert_updates_close(mixed, full, start, tolerance)
+
+
+def test_mixed_precision_true_is_float16_on_a_gpu_and_bfloat16_on_a_cpu():
+    from gan_cli import precision
+
+    assert precision.compute_dtype(True, gpu=True) == "float16"
+    assert precision.compute_dtype(True, gpu=False) == "bfloat16"
+    assert precision.compute_dtype("bfloat16", gpu=True) == "bfloat16"
+    assert precision.compute_dtype(False, gpu=True) is None
+    # emulated types warn: float16 without a GPU, bfloat16 on a CPU without bfloat16 instructions
+    assert "meant for GPUs" in precision.warning("float16", gpu=False)
+    assert "no bfloat16 instructions" in precision.warning("bfloat16", gpu=False, bf16_cpu=False)
+    assert precision.warning("bfloat16", gpu=False, bf16_cpu=True) is None
+    assert precision.warning("float16", gpu=True) is None and precision.warning(None, gpu=False) is None
+    assert precision.cpu_has_bf16("processor : 0\nflags : fpu avx2 amx_bf16 amx_tile\n")
+    assert precision.cpu_has_bf16("flags\t\t: fpu avx512f avx512_bf16\n")
+    assert not precision.cpu_has_bf16("flags : fpu avx2 avx512f\nbugs : spectre\n")
+
+
+def test_mixed_precision_float16_warns_on_cpu(capsys, tmp_path):
     from gan_cli.train import train
 
     train(compose([*TINY, "train.steps=2", "train.eval_every=2", "train.checkpoint_every=2",
-                   "train.mixed_precision=true"]), tmp_path)
-    assert "meant for GPUs" in capsys.readouterr().err
+                   "train.mixed_precision=float16"]), tmp_path)
+    err = capsys.readouterr().err
+    assert "meant for GPUs" in err and "mixed precision float16" in err  # the warning and the start-up line
 
 
 def test_jit_compile_auto_means_xla_on_a_gpu_only():

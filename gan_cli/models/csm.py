@@ -16,7 +16,7 @@ import keras
 from keras import ops
 
 from gan_cli.errors import ConfigError
-from gan_cli.models.conv_max_pool import ConvLeakyMaxPool
+from gan_cli.models.conv_max_pool import ConvLeakyMaxPool, LeakyReLUFromOutput
 
 
 @keras.saving.register_keras_serializable(package="gan_cli")
@@ -164,7 +164,10 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
             h = ConvLeakyMaxPool(int(f), kernel, strides, slope, name=f"d_conv{i}")(h)
             break
         h = sn(keras.layers.Conv2D(int(f), kernel, strides=strides, padding="same", name=f"d_conv{i}"))(h)
-        h = keras.layers.LeakyReLU(negative_slope=slope, name=f"d_lrelu{i}")(h)
+        # with the fused layer, gan train's other LeakyReLUs differentiate from their outputs (same numbers;
+        # lets oneDNN fuse them into the convolution); sparse_pool_grad=false keeps the plain Keras layers
+        leaky = LeakyReLUFromOutput if fused else keras.layers.LeakyReLU
+        h = leaky(negative_slope=slope, name=f"d_lrelu{i}")(h)
     else:
         h = keras.layers.GlobalMaxPooling2D(name="d_pool")(h)
     h = keras.layers.Identity(name="features")(h)  # read by feature matching (models/features.py)
