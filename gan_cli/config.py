@@ -236,6 +236,10 @@ def resolve(cfg: DictConfig, data) -> DictConfig:
                 cfg.train[key] = int(value)
         if cfg.latent.dim is None:
             cfg.latent.dim = int(data.default_latent_dim)
+        if cfg.train.get("mixed_precision") is True:  # the type this machine computes in, kept in the run folder
+            from gan_cli.precision import compute_dtype  # so that resume and reproduce use it on any machine
+
+            cfg.train.mixed_precision = compute_dtype(True)
     from gan_cli.optimizers import validate_optimizer
 
     for net in ("generator", "discriminator"):

@@ -261,6 +261,12 @@ def test_mixed_precision_true_is_float16_on_a_gpu_and_bfloat16_on_a_cpu():
     assert precision.compute_dtype(True, gpu=False) == "bfloat16"
     assert precision.compute_dtype("bfloat16", gpu=True) == "bfloat16"
     assert precision.compute_dtype(False, gpu=True) is None
+    # the run folder's resolved config names the type this machine computes in (resume, reproduce keep it)
+    from gan_cli import config as config_mod
+    from gan_cli.train import build_dataset
+
+    cfg = compose([*TINY, "train.mixed_precision=true"])
+    assert config_mod.resolve(cfg, build_dataset(cfg.dataset)).train.mixed_precision == precision.compute_dtype(True)
     # emulated types warn: float16 without a GPU, bfloat16 on a CPU without bfloat16 instructions
     assert "meant for GPUs" in precision.warning("float16", gpu=False)
     assert "no bfloat16 instructions" in precision.warning("bfloat16", gpu=False, bf16_cpu=False)
