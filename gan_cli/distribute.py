@@ -170,6 +170,12 @@ def replica_share(grads: list) -> list:
     return [None if g is None else g / r for g in grads]
 
 
+def tf_variable(v):
+    """The ``tf.Variable`` behind a Keras variable (a plain ``tf.Variable`` as it is)."""
+    tf_var = getattr(v, "value", v)
+    return v if callable(tf_var) else tf_var  # a plain tf.Variable's .value is a method
+
+
 def assign_everywhere(variables: list, fn: Callable[[Any], Any]) -> None:
     """``v.assign(fn(v))`` for each (Keras) variable, on every replica's copy.
 
@@ -185,10 +191,7 @@ def assign_everywhere(variables: list, fn: Callable[[Any], Any]) -> None:
 
     def update(distribution, variables):
         for v in variables:
-            tf_var = getattr(v, "value", v)
-            if callable(tf_var):  # a plain tf.Variable's .value is a method
-                tf_var = v
-            distribution.extended.update(tf_var, lambda var: var.assign(fn(var)), group=False)
+            distribution.extended.update(tf_variable(v), lambda var: var.assign(fn(var)), group=False)
 
     tf.__internal__.distribute.interim.maybe_merge_call(update, strategy, variables)
 

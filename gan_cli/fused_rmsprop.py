@@ -2,8 +2,8 @@
 
 Keras's ``RMSprop.update_step`` builds about ten elementwise ops per weight (square, scale, add, assign,
 sqrt, divide, ...). On a small network the round is dominated by such tiny ops rather than by arithmetic,
-and a WGAN round runs the critic's optimizer ``n_critic`` times (README "Throughput": bench_ring about 10%
-more steps/s with the fused kernel on a 2-core CPU).
+and a WGAN round runs the critic's optimizer ``n_critic`` times (README "Throughput": bench_ring +15%
+steps/s with the fused kernel on a 2-core CPU, bench_csm +5%).
 
 Same rule, same state: for gradient ``g`` (any shape, cast to the weight's dtype), ``rho``, ``lr``, ``eps``::
 
@@ -41,21 +41,15 @@ class FusedRMSprop(keras.optimizers.RMSprop):
     def update_step(self, gradient, variable, learning_rate):
         import tensorflow as tf
 
+        from gan_cli.distribute import tf_variable
+
         index = self._get_variable_index(variable)
-        if self.momentum > 0:
-            momentum = self._momentums[index]
-        elif index < len(self._scratch):
-            momentum = self._scratch[index]
-        else:
-            momentum = None
-        if momentum is None or self.centered or tf.distribute.has_strategy():
+        if self.centered or tf.distribute.has_strategy() or not (self.momentum > 0 or self._scratch):
             return super().update_step(gradient, variable, learning_rate)
+        momentum = self._momentums[index] if self.momentum > 0 else self._scratch[index]
         dtype = variable.dtype
-
-        def handle(v):
-            return v.handle if isinstance(v, tf.Variable) else v.value.handle
-
         tf.raw_ops.ResourceApplyRMSProp(
-            var=handle(variable), ms=handle(self._velocities[index]), mom=handle(momentum),
-            lr=tf.cast(learning_rate, dtype), rho=tf.cast(self.rho, dtype), momentum=tf.cast(self.momentum, dtype),
-            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
+            var=tf_variable(variable).handle, ms=tf_variable(self._velocities[index]).handle,
+            mom=tf_variable(momentum).handle, lr=tf.cast(learning_rate, dtype), rho=tf.cast(self.rho, dtype),
+            momentum=tf.cast(self.momentum, dtype), epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype))

@@ -269,7 +269,8 @@ class GAN(keras.Model):
             # WGAN: clip every critic weight into [-c, c] (on every replica's copy); the raw ClipByValue is one
             # kernel per weight where tf.clip_by_value makes two (minimum, then maximum)
             assign_everywhere(variables, lambda v: tf.raw_ops.ClipByValue(
-                t=tf.convert_to_tensor(v), clip_value_min=tf.constant(-c, v.dtype), clip_value_max=tf.constant(c, v.dtype)))
+                t=tf.convert_to_tensor(v), clip_value_min=tf.constant(-c, v.dtype),
+                clip_value_max=tf.constant(c, v.dtype)))
         return d_loss
 
     def g_step(self, batch, slot, x_real=None, y_real=None):
