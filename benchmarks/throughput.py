@@ -45,7 +45,7 @@ FLOP/s (the csm case is the compute-bound one): matmul/convolution FLOPs per rou
 layer shapes (``round_flops``), times the measured rounds/s, against the machine's measured float32
 matmul rate (``matmul_flops``: the best of several large ``tf.matmul`` calls, in both sides'
 environments) as the practical limit. ``gan train``'s own count leaves out the dense backward
-convolutions its fused conv + max-pool layer does not run.
+convolutions its fused conv + max-pool layer does not run (``sparse_backward_macs``).
 """
 
 from __future__ import annotations
@@ -382,19 +382,27 @@ def startup_time(case: str, overrides: list[str], flags: list[str]) -> tuple[flo
 
 
 # ---------------------------------------------------------------------------------- FLOPs
+def _conv_out(size: int, stride: int) -> int:
+    return -(-int(size) // stride)  # padding "same"
+
+
 def layer_macs(layer) -> int:
     """Multiply-accumulates of one forward pass of one sample through a Dense/Conv layer:
     ``prod(kernel.shape) * prod(output spatial dims)`` (Dense: ``in * out``; Conv2D and the fused
-    ConvLeakyMaxPool: ``H_out * W_out * k * k * C_in * C_out``); 0 for layers without a kernel."""
+    ConvLeakyMaxPool: ``H_out * W_out * k * k * C_in * C_out`` per convolution); 0 for layers without a kernel."""
     from gan_cli.models.conv_max_pool import ConvLeakyMaxPool
 
     kernel = getattr(layer, "kernel", None)
     if kernel is None:
         return 0
-    if isinstance(layer, ConvLeakyMaxPool):  # its output is pooled; the convolution's is H/s x W/s
-        spatial = [-(-int(d) // layer.strides) for d in layer.input.shape[1:-1]]
-    else:
-        spatial = layer.output.shape[1:-1]
+    if isinstance(layer, ConvLeakyMaxPool):  # its output is pooled: the convolutions' are H/s x W/s (and H/s^2 ...)
+        spatial = [_conv_out(d, layer.strides) for d in layer.input.shape[1:-1]]
+        macs = 0
+        if layer.first_filters is not None:
+            macs += int(np.prod(layer.first_kernel.shape)) * int(np.prod(spatial))
+            spatial = [_conv_out(d, layer.strides) for d in spatial]
+        return macs + int(np.prod(kernel.shape)) * int(np.prod(spatial))
+    spatial = layer.output.shape[1:-1]
     return int(np.prod(kernel.shape)) * int(np.prod(spatial) if len(spatial) else 1)
 
 
@@ -404,11 +412,29 @@ def model_macs(model: keras.Model) -> int:
 
 
 def sparse_backward_macs(model: keras.Model) -> int:
-    """The forward MACs of ``model``'s ConvLeakyMaxPool layers: their kernel gradient touches only the
-    pooled positions, so autodiff's dense weight-gradient FLOPs for them are not executed."""
+    """Backward multiply-accumulates per sample that ``model``'s ConvLeakyMaxPool layers save in a critic
+    update (whose inputs need no gradient) against autodiff of the same layers.
+
+    One convolution: its kernel gradient (as many MACs as its forward pass; the gather-based one,
+    ``k * k * C * F``, is negligible). Two: the last one's kernel and input gradients and the first one's
+    kernel gradient, less the products that give the first kernel's gradient from the pooled windows
+    (``F * k * k * C1 * (k0 * k0 * C0 + 1)``)."""
     from gan_cli.models.conv_max_pool import ConvLeakyMaxPool
 
-    return sum(layer_macs(layer) for layer in model.layers if isinstance(layer, ConvLeakyMaxPool))
+    saved = 0
+    for layer in model.layers:
+        if not isinstance(layer, ConvLeakyMaxPool):
+            continue
+        if layer.first_filters is None:
+            saved += layer_macs(layer)
+            continue
+        first = int(np.prod(layer.first_kernel.shape)) * int(np.prod(
+            [_conv_out(d, layer.strides) for d in layer.input.shape[1:-1]]))
+        last = layer_macs(layer) - first
+        k, c1, f = int(layer.kernel.shape[0]), int(layer.kernel.shape[2]), int(layer.kernel.shape[3])
+        taps = int(np.prod(layer.first_kernel.shape[:3]))
+        saved += 2 * last + first - f * k * k * c1 * (taps + 1)
+    return saved
 
 
 def round_flops(g_macs: int, d_macs: int, batch: int, n_critic: int, d_sparse_macs: int = 0) -> float:
@@ -417,11 +443,10 @@ def round_flops(g_macs: int, d_macs: int, batch: int, n_critic: int, d_sparse_ma
     Per MAC and sample: forward 2, backward 4 (2 for the input gradient, 2 for the weight gradient).
     Critic update: G forward on B noise vectors (2 B G), D forward + backward on B real and B fake
     samples (6 * 2B * D). Generator update: G forward + backward (6 B G), D forward + input gradient
-    only (4 B D). Round = n_critic critic updates + 1 generator update. ``d_sparse_macs``: the part
-    of D's MACs whose weight gradient is sparse (ConvLeakyMaxPool: its input gradient is the dense
-    backward convolution; its kernel gradient, ``k*k*C*F`` MACs per sample, is negligible and not
-    counted), so a critic update skips ``2 * 2B * d_sparse_macs``. (Elementwise ops, the optimizer and
-    clipping are not counted; the gradient penalty's double backward is not modelled.)
+    only (4 B D). Round = n_critic critic updates + 1 generator update. ``d_sparse_macs``: the backward
+    MACs per sample a critic update does not run (``sparse_backward_macs``: ConvLeakyMaxPool's), so it
+    skips ``2 * 2B * d_sparse_macs`` FLOPs. (Elementwise ops, gathers, the optimizer and clipping are not
+    counted; the gradient penalty's double backward is not modelled.)
     """
     critic = 2 * batch * g_macs + 12 * batch * d_macs - 4 * batch * d_sparse_macs
     generator = 6 * batch * g_macs + 4 * batch * d_macs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -67,6 +68,8 @@ def app(cfg: DictConfig):
         if isinstance(exc, UserError):
             if not (run_dir / "checkpoints").exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
+                with contextlib.suppress(OSError):  # the date folder Hydra made for it, when nothing else is in it
+                    run_dir.parent.rmdir()
             print(f"error: {message}", file=sys.stderr)
             raise SystemExit(exc.exit_code) from None
         raise

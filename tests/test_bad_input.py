@@ -129,6 +129,20 @@ def test_bad_overrides_through_the_real_command(tmp_path, override, needle):
     assert not run_dir.exists()
 
 
+def test_bad_model_setting_found_while_building_leaves_no_folder(tmp_path):
+    """A model setting that only the network builder checks (after Hydra made the run folder): exit 2, one
+    line, and neither the run folder nor the empty date folder above it stays behind."""
+    out = run_gan(["train", "dataset=csm", "model=csm_mlp", "dataset.array=minidsp_uma-16", "dataset.num_samples=16",
+                   "model.discriminator.negative_slope=-0.1", "train.progress=false"], cwd=tmp_path, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    # the data set's simulation progress bar comes first; the error is the one line after it
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: model.discriminator.negative_slope must be a number in [0, 1)"), last
+    outputs = tmp_path / "outputs"
+    assert not outputs.exists() or not any(outputs.iterdir())
+
+
 # ------------------------------------------------------------------ unusable output folder
 def test_run_dir_under_a_file_in_process(tmp_path, capsys, no_training):
     blocker = tmp_path / "a_file"

@@ -48,7 +48,7 @@ def _networks(cfg, data, model=None):
     return get_builder(model.name)(model, data, int(cfg.latent.dim), False)
 
 
-# case -> overrides of a small version of the bench experiment (csm: the critic's last conv + pool is the
+# case -> overrides of a small version of the bench experiment (csm: the critic's two convs + pool are the
 # fused ConvLeakyMaxPool layer with its sparse backward pass in gan train, plain Keras layers in the reference)
 EQUIVALENCE_CASES = {
     "ring": ["experiment=bench_ring", "model.generator.hidden=[32,32]", "model.discriminator.hidden=[32,32]",
@@ -345,6 +345,20 @@ def test_round_flops_formula():
     g, d = 2 * 128 + 128 * 128 + 128 * 2, 2 * 128 + 128 * 128 + 128
     b = 256
     assert T.round_flops(g, d, b, 5) == 5 * (2 * b * g + 12 * b * d) + 6 * b * g + 4 * b * d
+
+
+def test_fused_critic_macs_by_hand():
+    """csm critic, 16 mics, filters [8, 16], 3 x 3 stride 2: x 16x16x2 -> 8x8x8 -> 4x4x16 -> pooled -> Dense 1."""
+    T = _throughput()
+    cfg = compose([*EQUIVALENCE_CASES["csm"]])
+    from gan_cli.train import build_dataset
+
+    _, critic = _networks(cfg, build_dataset(cfg.dataset))
+    first, last = 8 * 8 * (3 * 3 * 2 * 8), 4 * 4 * (3 * 3 * 8 * 16)
+    assert T.model_macs(critic) == first + last + 16
+    # a critic update skips the last conv's kernel and input gradients and the first conv's kernel gradient,
+    # and runs F * k * k * C1 * (k * k * C0 + 1) MACs for the first kernel's gradient from the pooled windows
+    assert T.sparse_backward_macs(critic) == 2 * last + first - 16 * 9 * 8 * (9 * 2 + 1)
 
 
 def test_steps_option_takes_a_count_per_case():

@@ -4,8 +4,8 @@ Generator: ``z (B, latent_dim)`` -> [Dense h -> norm -> activation] for h in ``h
 Dense ``prod(sample_shape)`` -> Reshape ``sample_shape`` -> ``data.output_transform()``.
 Critic: ``x (B, M, M, C)`` -> [Conv2D f, stride s -> LeakyReLU] for f in ``filters`` ->
 GlobalMaxPool -> Dense 1 (linear logits ``(B, 1)``). With ``sparse_pool_grad`` (default) the last
-conv, its LeakyReLU and the pool are one ``ConvLeakyMaxPool`` layer: the same function and weights
-with a backward pass that touches only the pooled positions (about half of a WGAN round's FLOPs).
+two convs (or the only one), their LeakyReLUs and the pool are one ``ConvLeakyMaxPool`` layer: the same function and weights with a backward pass that works
+from the pooled positions (about half of a WGAN round's FLOPs).
 """
 
 from __future__ import annotations
@@ -122,7 +122,11 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
     filters = list(_get(dcfg, "filters", [64, 128]))
     kernel = int(_get(dcfg, "kernel_size", 3))
     strides = int(_get(dcfg, "strides", 2))
-    slope = float(_get(dcfg, "negative_slope", 0.2))
+    slope = _get(dcfg, "negative_slope", 0.2)
+    if isinstance(slope, bool) or not isinstance(slope, (int, float)) or not 0.0 <= slope < 1.0:
+        raise ConfigError(f"model.discriminator.negative_slope must be a number in [0, 1) (the LeakyReLU slope), "
+                          f"got {slope!r}; the seed uses 0.2")
+    slope = float(slope)
     dropout = float(_get(dcfg, "dropout", 0.0))
     spectral = bool(_get(dcfg, "spectral_norm", False))
     # the last conv + LeakyReLU + global max pool as one layer with a sparse backward pass
@@ -159,7 +163,13 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
 
     x = keras.Input(shape, name="x")
     h = x
+    # the fused layer takes the last two convs (both kernel gradients then come from the pooled positions)
+    pair = fused and len(filters) >= 2
     for i, f in enumerate(filters):
+        if pair and i == len(filters) - 2:
+            h = ConvLeakyMaxPool(int(filters[-1]), kernel, strides, slope, first_filters=int(f),
+                                 name=f"d_conv{i}_{i + 1}")(h)
+            break
         if fused and i == len(filters) - 1:
             h = ConvLeakyMaxPool(int(f), kernel, strides, slope, name=f"d_conv{i}")(h)
             break
