@@ -190,8 +190,9 @@ def test_csm_critic_uses_the_fused_layer_unless_told_not_to(tmp_path):
     from gan_cli.train import build_dataset
     from conftest import compose
 
+    # 16 mics with stride 1: a 16 x 16 last feature map, large enough for the fused layer (SPARSE_MIN_POSITIONS)
     cfg = compose(["dataset=csm", "model=csm_mlp", "dataset.array=minidsp_uma-16", "dataset.num_samples=16",
-                   "model.generator.hidden=[8]", "model.discriminator.filters=[4,8]"])
+                   "model.generator.hidden=[8]", "model.discriminator.filters=[4,8]", "model.discriminator.strides=1"])
     data = build_dataset(cfg.dataset)
 
     def layer_types(**disc):
@@ -212,6 +213,9 @@ def test_csm_critic_uses_the_fused_layer_unless_told_not_to(tmp_path):
     assert layer_types(filters=[4, 8, 8])[0] == ["InputLayer", "Conv2D", "LeakyReLUFromOutput", "ConvLeakyMaxPool",
                                                  "Identity", "Dense"]
     assert layer_types(filters=[8])[0] == ["InputLayer", "ConvLeakyMaxPool", "Identity", "Dense"]
+    # stride 2 twice: 4 x 4 positions, below SPARSE_MIN_POSITIONS -> the Keras convs (LeakyReLUs from outputs)
+    assert layer_types(strides=2)[0] == ["InputLayer", "Conv2D", "LeakyReLUFromOutput", "Conv2D", "LeakyReLUFromOutput",
+                                         "GlobalMaxPooling2D", "Identity", "Dense"]
     assert "ConvLeakyMaxPool" not in layer_types(spectral_norm=True)[0]
     # same weights in the same order: a checkpoint of either critic loads into the other
     plain.set_weights(fused.get_weights())

@@ -54,7 +54,8 @@ EQUIVALENCE_CASES = {
     "ring": ["experiment=bench_ring", "model.generator.hidden=[32,32]", "model.discriminator.hidden=[32,32]",
              "dataset.num_samples=2000"],
     "csm": ["experiment=bench_csm", "dataset.array=minidsp_uma-16", "dataset.num_samples=64",
-            "model.generator.hidden=[32]", "model.discriminator.filters=[8,16]", "latent.dim=8"],
+            "model.generator.hidden=[32]", "model.discriminator.filters=[8,16]", "model.discriminator.strides=1",
+            "latent.dim=8"],
 }
 
 
@@ -108,8 +109,14 @@ def test_fused_step_matches_straightforward_loop(case, loss):
     ref.fit(tf.data.Dataset.from_tensor_slices(plain), epochs=1, steps_per_epoch=rounds, verbose=0, shuffle=False)
 
     assert int(gan.round.numpy()) == rounds
+    # csm with clipping: the fused layer sums its gradients in another order (they agree with autodiff's to ~1e-7 of
+    # their largest component, test_conv_max_pool.py), and RMSprop's lr * g / (sqrt(v) + 1e-7) moves a component at
+    # that rounding floor (|g| ~ 1e-8) by up to ~1e-4 per update either way (measured: 7e-6 after 1 round, 4e-5
+    # after 4); 1e-4 is 1% of the clip value and 1/30 of a full RMSprop step (lr / sqrt(1 - rho)); a wrong gradient
+    # would move weights by whole steps
+    atol = 1e-4 if (case, loss) == ("csm", "wgan") else 1e-6
     for a, b in zip(g1.get_weights() + d1.get_weights(), g2.get_weights() + d2.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=atol)
     moved = max(float(np.abs(a - b).max()) for a, b in zip(d1.get_weights(), initial))
     assert moved > 1e-3  # the rounds really trained D
     if clip:
@@ -348,13 +355,13 @@ def test_round_flops_formula():
 
 
 def test_fused_critic_macs_by_hand():
-    """csm critic, 16 mics, filters [8, 16], 3 x 3 stride 2: x 16x16x2 -> 8x8x8 -> 4x4x16 -> pooled -> Dense 1."""
+    """csm critic, 16 mics, filters [8, 16], 3 x 3 stride 1: x 16x16x2 -> 16x16x8 -> 16x16x16 -> pooled -> Dense 1."""
     T = _throughput()
     cfg = compose([*EQUIVALENCE_CASES["csm"]])
     from gan_cli.train import build_dataset
 
     _, critic = _networks(cfg, build_dataset(cfg.dataset))
-    first, last = 8 * 8 * (3 * 3 * 2 * 8), 4 * 4 * (3 * 3 * 8 * 16)
+    first, last = 16 * 16 * (3 * 3 * 2 * 8), 16 * 16 * (3 * 3 * 8 * 16)
     assert T.model_macs(critic) == first + last + 16
     # a critic update skips the last conv's kernel and input gradients and the first conv's kernel gradient,
     # and runs F * k * k * C1 * (k * k * C0 + 1) MACs for the first kernel's gradient from the pooled windows
