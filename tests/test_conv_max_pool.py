@@ -19,7 +19,8 @@ def _pair(shape, filters, kernel, stride, seed=0, first=None):
     fused = ConvLeakyMaxPool(filters, kernel, stride, 0.2, first_filters=first)
     fused.build(shape)
     fused.bias.assign(tf.random.normal((filters,), seed=seed) * 0.1)
-    convs = [keras.layers.Conv2D(f, kernel, strides=stride, padding="same") for f in ([first] if first else []) + [filters]]
+    sizes = ([first] if first else []) + [filters]
+    convs = [keras.layers.Conv2D(f, kernel, strides=stride, padding="same") for f in sizes]
     in_shape = shape
     for conv in convs:
         conv.build(in_shape)

@@ -138,6 +138,10 @@ def conv_leaky_max(x, kernel, bias, stride: int, slope: float, first: tuple | No
                     + tf.clip_by_value(c, 0, in_w - 1))
             return rows, inside
 
+        def filters_first(kernel):
+            """``kernel`` ``(k, k, C1, F)`` as ``(F, k k, C1)``: one row of taps per filter."""
+            return tf.transpose(tf.reshape(kernel, (k * k, hidden, filters)), (2, 0, 1))
+
         def kernel_grad(dy_rows, values):
             """``sum_b dy_rows[f, t, b] values[f, t, b, :]`` as a kernel gradient ``(k, k, C1, F)``."""
             d_w = tf.matmul(dy_rows[:, :, None, :], values)                                     # (F, k k, 1, C1)
@@ -147,7 +151,7 @@ def conv_leaky_max(x, kernel, bias, stride: int, slope: float, first: tuple | No
             """dL/dh: the backward input convolution of ``spread * dy`` (``spread`` ``(B, P, F)``: 1 at the pooled
             position, or 1/count at each of tied maxima). Its own gradient (what a gradient penalty needs) reads
             the pooled windows only, unless ``ties`` (None: no ties possible) holds."""
-            kernel_t = tf.transpose(tf.reshape(weights[-2], (k * k, hidden, filters)), (2, 0, 1))  # (F, k k, C1)
+            kernel_t = filters_first(weights[-2])                                                # (F, k k, C1)
 
             def dense_map(dy, kernel):
                 dy_map = tf.reshape(spread * dy[:, None, :], tf.shape(y))
@@ -194,18 +198,18 @@ def conv_leaky_max(x, kernel, bias, stride: int, slope: float, first: tuple | No
             # first kernel and bias: dL/dz at the window rows (leaky' read from h's sign), against the x patch
             # [x under the first kernel, 1] of each row (an identity convolution of x builds them all)
             taps = k0 * k0 * int(x.shape[-1])
-            kernel_t = tf.transpose(tf.reshape(weights[-2], (k * k, hidden, filters)), (2, 0, 1))  # (F, k k, C1)
-            dz_rows = tf.raw_ops.LeakyReluGrad(gradients=dy_rows[..., None] * kernel_t[:, :, None, :],
-                                               features=h_rows, alpha=slope)                     # (F, k k, B, C1)
+            pooled_on_h = dy_rows[..., None] * filters_first(weights[-2])[:, :, None, :]        # (F, k k, B, C1)
+            dz_rows = tf.raw_ops.LeakyReluGrad(gradients=pooled_on_h, features=h_rows, alpha=slope)
             identity = tf.reshape(tf.eye(taps, taps + 1, dtype=x.dtype), (k0, k0, -1, taps + 1))
-            patches = tf.nn.bias_add(tf.nn.conv2d(x, identity, stride, "SAME"),
-                                     tf.one_hot(taps, taps + 1, dtype=x.dtype))                 # (B, in_h, in_w, taps + 1)
+            patches = tf.nn.bias_add(tf.nn.conv2d(x, identity, stride, "SAME"),  # (B, in_h, in_w, taps + 1)
+                                     tf.one_hot(taps, taps + 1, dtype=x.dtype))
             x_rows = tf.gather(tf.reshape(patches, (-1, taps + 1)), rows)                       # (F, k k, B, taps + 1)
             if exact_ties:  # float32: F products and a sum (measured faster than one product with a long inner axis)
                 d_first = tf.reduce_sum(tf.matmul(tf.reshape(x_rows, (filters, -1, taps + 1)),
                                                   tf.reshape(dz_rows, (filters, -1, hidden)), transpose_a=True), axis=0)
             else:  # half precision: one product, rounded once (the matmul accumulates in float32)
-                d_first = tf.matmul(tf.reshape(x_rows, (-1, taps + 1)), tf.reshape(dz_rows, (-1, hidden)), transpose_a=True)
+                d_first = tf.matmul(tf.reshape(x_rows, (-1, taps + 1)), tf.reshape(dz_rows, (-1, hidden)),
+                                    transpose_a=True)
             return tf.reshape(d_first[:-1], weights[0].shape), d_first[-1], d_kernel, tf.reduce_sum(dy, axis=0)
 
         def grad(g):
@@ -272,7 +276,8 @@ class ConvLeakyMaxPool(keras.layers.Layer):
                                                 initializer="glorot_uniform")
             self.first_bias = self.add_weight(name="first_bias", shape=(self.first_filters,), initializer="zeros")
             channels = self.first_filters
-        self.kernel = self.add_weight(name="kernel", shape=(*size, channels, self.filters), initializer="glorot_uniform")
+        self.kernel = self.add_weight(name="kernel", shape=(*size, channels, self.filters),
+                                      initializer="glorot_uniform")
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
 
     def call(self, x):
