@@ -382,8 +382,16 @@ def startup_time(case: str, overrides: list[str], flags: list[str]) -> tuple[flo
 
 
 # ---------------------------------------------------------------------------------- FLOPs
-def _conv_out(size: int, stride: int) -> int:
-    return -(-int(size) // stride)  # padding "same"
+def _fused_macs(layer) -> tuple[int, int]:
+    """Forward MACs per sample of a ConvLeakyMaxPool layer's (first, last) convolution (first: 0 without one)."""
+    from gan_cli.models.conv_max_pool import pooled_positions
+
+    size = tuple(int(d) for d in layer.input.shape[1:-1])
+    first = 0
+    if layer.first_filters is not None:
+        first = int(np.prod(layer.first_kernel.shape)) * pooled_positions(size, 1, layer.strides)
+    convs = 1 if layer.first_filters is None else 2
+    return first, int(np.prod(layer.kernel.shape)) * pooled_positions(size, convs, layer.strides)
 
 
 def layer_macs(layer) -> int:
@@ -395,13 +403,8 @@ def layer_macs(layer) -> int:
     kernel = getattr(layer, "kernel", None)
     if kernel is None:
         return 0
-    if isinstance(layer, ConvLeakyMaxPool):  # its output is pooled: the convolutions' are H/s x W/s (and H/s^2 ...)
-        spatial = [_conv_out(d, layer.strides) for d in layer.input.shape[1:-1]]
-        macs = 0
-        if layer.first_filters is not None:
-            macs += int(np.prod(layer.first_kernel.shape)) * int(np.prod(spatial))
-            spatial = [_conv_out(d, layer.strides) for d in spatial]
-        return macs + int(np.prod(kernel.shape)) * int(np.prod(spatial))
+    if isinstance(layer, ConvLeakyMaxPool):  # its output is pooled: count its convolutions' outputs
+        return sum(_fused_macs(layer))
     spatial = layer.output.shape[1:-1]
     return int(np.prod(kernel.shape)) * int(np.prod(spatial) if len(spatial) else 1)
 
@@ -425,12 +428,10 @@ def sparse_backward_macs(model: keras.Model) -> int:
     for layer in model.layers:
         if not isinstance(layer, ConvLeakyMaxPool):
             continue
+        first, last = _fused_macs(layer)
         if layer.first_filters is None:
-            saved += layer_macs(layer)
+            saved += last
             continue
-        first = int(np.prod(layer.first_kernel.shape)) * int(np.prod(
-            [_conv_out(d, layer.strides) for d in layer.input.shape[1:-1]]))
-        last = layer_macs(layer) - first
         k, c1, f = int(layer.kernel.shape[0]), int(layer.kernel.shape[2]), int(layer.kernel.shape[3])
         taps = int(np.prod(layer.first_kernel.shape[:3]))
         saved += 2 * last + first - f * k * k * c1 * (taps + 1)
