@@ -257,7 +257,8 @@ def case_config(case: str, steps: int, args) -> tuple:
 
     overrides = list(CASES[case][0]) + list(args.overrides)
     cfg0 = compose(overrides)
-    spe = int(cfg0.train.steps_per_execution)
+    data = build_dataset(cfg0.dataset)  # the timing overrides below leave the dataset as it is
+    spe = int(config_mod.resolve(cfg0, data).train.steps_per_execution)  # null: the data's recommendation
     steps = spe * max(1, math.ceil(steps / spe))          # whole compiled calls
     warmup = spe                                           # the first compiled call: tracing, first-call set-up
     total = warmup + steps
@@ -265,7 +266,6 @@ def case_config(case: str, steps: int, args) -> tuple:
                   "metrics.num_samples=200", "train.report=false", *gan_flags(args.jit, args.mixed_precision)]
     cfg = compose(overrides)
     config_mod.validate(cfg)
-    data = build_dataset(cfg.dataset)
     resolved = config_mod.resolve(cfg, data)
     return cfg, resolved, data, warmup, steps, spe
 

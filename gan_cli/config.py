@@ -29,7 +29,7 @@ TRAIN_SCHEMA: dict[str, tuple[type, float | None, bool]] = {
     "eval_every": (int, 1, True),
     "checkpoint_every": (int, 1, True),
     "keep_checkpoints": (int, 1, False),
-    "steps_per_execution": (int, 1, False),
+    "steps_per_execution": (int, 1, True),
     "jit_compile": (object, None, True),  # true | false | auto (null too): checked in validate
     "mixed_precision": (object, None, False),  # false | true | float16 | bfloat16: checked in validate
     "progress": (bool, None, False),
@@ -231,7 +231,7 @@ def resolve(cfg: DictConfig, data) -> DictConfig:
             cfg.optimizer = OmegaConf.load(conf_dir() / "optimizer" / f"{choice}.yaml")
         if cfg.train.n_critic is None:
             cfg.train.n_critic = int(cfg.loss.get("default_n_critic", 1))
-        for key, value in data.default_train.items():  # steps, batch_size, eval_every, checkpoint_every
+        for key, value in data.default_train.items():  # steps, batch_size, eval_every, checkpoint_every, spe
             if cfg.train.get(key) is None:
                 cfg.train[key] = int(value)
         if cfg.latent.dim is None:

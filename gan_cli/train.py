@@ -110,7 +110,9 @@ def _block(cfg: DictConfig) -> int:
 def _steps_per_execution(cfg: DictConfig) -> int:
     if cfg.train.get("strategy", "none") != "none":
         return 1  # Keras 3 fails on steps_per_execution > 1 under tf.distribute (keras-team/keras#19246)
-    return math.gcd(int(cfg.train.steps_per_execution), _block(cfg))
+    # null only in a config that was never resolved for its data (config.resolve fills it): Keras's loop then
+    # returns to the host every 10 rounds
+    return math.gcd(int(cfg.train.steps_per_execution or 10), _block(cfg))
 
 
 def load_for_inference(path: Path, data=None):

@@ -4,6 +4,7 @@ keras-io style loop of benchmarks/throughput.py; mixed precision; the benchmark 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import re
 import sys
@@ -302,6 +303,25 @@ def test_jit_compile_auto_means_xla_on_a_gpu_only():
     assert not resolve_jit_compile("auto", gpu=True, distributed=False, deterministic=True)
     assert resolve_jit_compile(True, gpu=False, distributed=True, deterministic=True)
     assert not resolve_jit_compile(False, gpu=True, distributed=False, deterministic=False)
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    ([], 50), (["train.steps_per_execution=25"], 25), (["dataset=digits"], 10),
+    (["dataset=csm", "dataset.array=minidsp_uma-16", "dataset.num_samples=64"], 10)])
+def test_steps_per_execution_null_is_the_datas_recommendation(overrides, expected):
+    """null (the default): 50 rounds per compiled call on 2D toy data (ring), whose rounds take milliseconds,
+    10 on images and CSMs; a count given stays. Keras gets it, capped to a divisor of the evaluation block."""
+    from gan_cli import config as config_mod
+    from gan_cli.train import _steps_per_execution, build_dataset
+
+    cfg = compose(overrides)
+    config_mod.validate(cfg)
+    resolved = config_mod.resolve(cfg, build_dataset(cfg.dataset))
+    assert resolved.train.steps_per_execution == expected
+    assert _steps_per_execution(resolved) == expected  # divides every default block (500, 100)
+    with_block = config_mod.resolve(compose([*overrides, "train.eval_every=20", "train.checkpoint_every=20",
+                                             "train.steps=40"]), build_dataset(cfg.dataset))
+    assert _steps_per_execution(with_block) == math.gcd(expected, 20)
 
 
 @pytest.mark.parametrize("setting,said", [("auto", "XLA off"), ("true", "XLA on")])

@@ -40,8 +40,10 @@ class GanDataset(abc.ABC):
     # Recommended settings used when the config says ``model=auto`` / ``latent.dim=null``.
     default_model: str = "mlp"
     default_latent_dim: int = 2
-    # Run length for ``train.steps`` / ``batch_size`` / ``eval_every`` / ``checkpoint_every`` = null.
-    default_train: dict[str, int] = {"steps": 2000, "batch_size": 256, "eval_every": 500, "checkpoint_every": 1000}
+    # Run length for ``train.steps`` / ``batch_size`` / ``eval_every`` / ``checkpoint_every`` = null, and the
+    # rounds per compiled call for ``train.steps_per_execution`` = null.
+    default_train: dict[str, int] = {"steps": 2000, "batch_size": 256, "eval_every": 500, "checkpoint_every": 1000,
+                                     "steps_per_execution": 10}
 
     def prepare(self) -> None:
         """Load or build the data now. ``train`` calls it before any network exists, so a slow first

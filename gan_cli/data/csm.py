@@ -57,7 +57,8 @@ class CsmDataset(GanDataset):
     primary_metric = "spectrum_db"
     num_classes = 0
     # seed 000's batch 64; a run short enough for the main job to finish in minutes on 2 CPU cores
-    default_train = {"steps": 300, "batch_size": 64, "eval_every": 100, "checkpoint_every": 300}
+    default_train = {"steps": 300, "batch_size": 64, "eval_every": 100, "checkpoint_every": 300,
+                     "steps_per_execution": 10}
     # streaming knobs (class attributes so tests can shrink them)
     stream_chunk = STREAM_CHUNK
     stream_buffer = STREAM_BUFFER
