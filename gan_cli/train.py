@@ -110,8 +110,8 @@ def _block(cfg: DictConfig) -> int:
 def _steps_per_execution(cfg: DictConfig) -> int:
     if cfg.train.get("strategy", "none") != "none":
         return 1  # Keras 3 fails on steps_per_execution > 1 under tf.distribute (keras-team/keras#19246)
-    # null only in a config that was never resolved for its data (config.resolve fills it): Keras's loop then
-    # returns to the host every 10 rounds
+    # null only where config.resolve never filled it: a run config older than this key, completed from
+    # conf/config.yaml by _with_train_defaults; such a run returns to the host every 10 rounds, as it did then
     return math.gcd(int(cfg.train.steps_per_execution or 10), _block(cfg))
 
 
