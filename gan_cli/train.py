@@ -110,9 +110,7 @@ def _block(cfg: DictConfig) -> int:
 def _steps_per_execution(cfg: DictConfig) -> int:
     if cfg.train.get("strategy", "none") != "none":
         return 1  # Keras 3 fails on steps_per_execution > 1 under tf.distribute (keras-team/keras#19246)
-    # null only where config.resolve never filled it: a run config older than this key, completed from
-    # conf/config.yaml by _with_train_defaults; such a run returns to the host every 10 rounds, as it did then
-    return math.gcd(int(cfg.train.steps_per_execution or 10), _block(cfg))
+    return math.gcd(int(cfg.train.steps_per_execution), _block(cfg))  # filled by config.resolve when null
 
 
 def load_for_inference(path: Path, data=None):
