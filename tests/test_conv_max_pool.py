@@ -142,31 +142,6 @@ def test_half_precision_ties_go_to_the_first_maximum(two):
         assert np.abs(a - exact).max() <= 2 * np.abs(ref - exact).max() + 0.02 * scale
 
 
-def test_leaky_relu_from_output_has_the_keras_gradients():
-    """LeakyReLUFromOutput: the same values, gradients and second-order gradients as keras.layers.LeakyReLU."""
-    import keras
-    import tensorflow as tf
-
-    from gan_cli.models.conv_max_pool import LeakyReLUFromOutput
-
-    x = tf.constant(np.random.default_rng(6).standard_normal((4, 5, 5, 3)), tf.float32)
-    w = tf.constant(np.random.default_rng(7).standard_normal((4, 5, 5, 3)), tf.float32)
-
-    def grads(layer):
-        with tf.GradientTape() as outer:
-            outer.watch(x)
-            with tf.GradientTape() as inner:
-                inner.watch(x)
-                y = layer(x * x * w)
-                loss = tf.reduce_sum(y * w)
-            dx = inner.gradient(loss, x)
-            penalty = tf.reduce_sum(dx * dx)
-        return y, dx, outer.gradient(penalty, x)
-
-    for a, b in zip(grads(LeakyReLUFromOutput(negative_slope=0.2)), grads(keras.layers.LeakyReLU(negative_slope=0.2))):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-
-
 @pytest.mark.parametrize("first", [None, 3], ids=["one conv", "two convs"])
 def test_gradients_under_xla_match(first):
     """Under train.jit_compile (XLA) the layer differentiates densely, with the same result."""

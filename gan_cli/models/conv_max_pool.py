@@ -295,29 +295,3 @@ class ConvLeakyMaxPool(keras.layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "strides": self.strides, "negative_slope": self.negative_slope, "first_filters": self.first_filters}
-
-
-@keras.saving.register_keras_serializable(package="gan_cli")
-class LeakyReLUFromOutput(keras.layers.LeakyReLU):
-    """``keras.layers.LeakyReLU`` whose gradient is computed from its output instead of its input.
-
-    Any shape in, the same shape out. For a slope in ``[0, 1)`` the output has the input's sign, so
-    ``LeakyReluGrad(g, output)`` is exactly the usual gradient (second-order gradients too). What it buys:
-    the pre-activation is no longer needed by the backward pass, so TensorFlow's graph optimiser
-    (grappler's remapper) can fuse ``Conv2D -> BiasAdd -> LeakyRelu`` into one oneDNN convolution on a
-    CPU instead of failing on that fusion and running the activation as a separate pass over memory.
-    """
-
-    def call(self, x):
-        import tensorflow as tf
-
-        slope = float(self.negative_slope)
-        if not 0.0 <= slope < 1.0:
-            return super().call(x)
-
-        @tf.custom_gradient
-        def leaky(x):
-            y = tf.nn.leaky_relu(x, slope)
-            return y, lambda g: tf.raw_ops.LeakyReluGrad(gradients=g, features=y, alpha=slope)
-
-        return leaky(x)

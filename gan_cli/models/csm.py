@@ -17,8 +17,8 @@ import keras
 from keras import ops
 
 from gan_cli.errors import ConfigError
-from gan_cli.models.conv_max_pool import (SPARSE_MIN_POSITIONS, ConvLeakyMaxPool, LeakyReLUFromOutput,
-                                          pooled_positions)
+from gan_cli.models.activations import LeakyReLUFromOutput
+from gan_cli.models.conv_max_pool import SPARSE_MIN_POSITIONS, ConvLeakyMaxPool, pooled_positions
 
 
 @keras.saving.register_keras_serializable(package="gan_cli")

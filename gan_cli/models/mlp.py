@@ -8,6 +8,7 @@ import keras
 from omegaconf import DictConfig
 
 from gan_cli.errors import ConfigError
+from gan_cli.models.activations import LeakyReLUFromOutput, ReLUFromOutput
 from gan_cli.models.layers import Maxout, MinibatchDiscrimination, VirtualBatchNormalization
 from gan_cli.models.reference import DEFAULT_REF_SIZE, drop, prepend
 
@@ -19,6 +20,16 @@ def _dense(units: int, spectral_norm: bool = False, **kwargs):
     from gan_cli.models.spectral import spectral
 
     return spectral(keras.layers.Dense(units, **kwargs), spectral_norm)
+
+
+def _activation(name: str) -> keras.layers.Layer:
+    """The activation layer ``name``; ReLU and LeakyReLU (slope 0.2) differentiate from their outputs, which
+    spares gradient penalties' double backpropagation a chain of zero products (``models/activations.py``)."""
+    if name == "relu":
+        return ReLUFromOutput()
+    if name == "leaky_relu":
+        return LeakyReLUFromOutput(0.2)
+    return keras.layers.Activation(name)
 
 
 def _hidden_block(x, units: int, activation: str, batch_norm, pieces: int, dropout: float = 0.0,
@@ -38,7 +49,7 @@ def _hidden_block(x, units: int, activation: str, batch_norm, pieces: int, dropo
                 x = drop(x, n_ref, name=None)
         elif batch_norm:
             x = keras.layers.BatchNormalization()(x)
-        x = keras.layers.LeakyReLU(0.2)(x) if activation == "leaky_relu" else keras.layers.Activation(activation)(x)
+        x = _activation(activation)(x)
     if dropout > 0:
         x = keras.layers.Dropout(dropout)(x)
     return x

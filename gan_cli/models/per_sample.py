@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import keras
 
+from gan_cli.models.activations import ReLUFromOutput
 from gan_cli.models.conv_max_pool import ConvLeakyMaxPool
 from gan_cli.models.csm import CsmOutputTransform
 from gan_cli.models.layers import Maxout
@@ -23,7 +24,7 @@ PER_SAMPLE_LAYERS: tuple[type, ...] = (
     keras.layers.Concatenate, keras.layers.Add, keras.layers.Dot, keras.layers.Embedding,
     keras.layers.CategoryEncoding, keras.layers.Conv2D, keras.layers.Conv2DTranspose,
     keras.layers.UpSampling2D, keras.layers.Identity, keras.layers.GlobalMaxPooling2D,
-    Maxout, CsmOutputTransform, ConvLeakyMaxPool,
+    Maxout, CsmOutputTransform, ConvLeakyMaxPool, ReLUFromOutput,  # LeakyReLUFromOutput is a LeakyReLU
 )
 
 # nested functional and sequential models: their layers are checked one by one

@@ -1,0 +1,106 @@
+"""ReLUFromOutput and LeakyReLUFromOutput (gan_cli/models/activations.py): the Keras layers' values,
+gradients and gradients of gradients, from a graph without the chain of zero products that TensorFlow's
+second-order ReLU gradient pushes back through the forward pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _grads(layer):
+    """(y, dL/dx, d||dL/dx||^2/dx) for L = sum(layer(x^2 w) w): first and second order through ``layer``."""
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(6).standard_normal((4, 5, 5, 3)), tf.float32)
+    w = tf.constant(np.random.default_rng(7).standard_normal((4, 5, 5, 3)), tf.float32)
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            y = layer(x * x * w)
+            loss = tf.reduce_sum(y * w)
+        dx = inner.gradient(loss, x)
+        penalty = tf.reduce_sum(dx * dx)
+    return y, dx, outer.gradient(penalty, x)
+
+
+@pytest.mark.parametrize("slope", [0.0, 0.2, 0.5])
+def test_leaky_relu_from_output_has_the_keras_gradients(slope):
+    import keras
+
+    from gan_cli.models.activations import LeakyReLUFromOutput
+
+    for a, b in zip(_grads(LeakyReLUFromOutput(negative_slope=slope)), _grads(keras.layers.LeakyReLU(slope)),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_relu_from_output_has_the_keras_gradients():
+    import keras
+
+    from gan_cli.models.activations import ReLUFromOutput
+
+    ours, keras_relu = _grads(ReLUFromOutput()), _grads(keras.layers.Activation("relu"))
+    assert float(np.abs(ours[2]).max()) > 0  # the second-order term is not trivially zero here
+    for a, b in zip(ours, keras_relu, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_gradient_penalty_graph_skips_the_zero_chain():
+    """A WGAN-GP critic update on a 2-16-16-1 ReLU MLP: the same weight gradients as with Keras's ReLU, from
+    3 matrix products fewer (the weight and input gradients of the penalised batch's forward pass, and the
+    first layer's weight gradient, that multiply TensorFlow's zeros for the mask's derivative)."""
+    import keras
+    import tensorflow as tf
+
+    from gan_cli.losses import gradient_penalty
+    from gan_cli.models.activations import ReLUFromOutput
+
+    rng = np.random.default_rng(0)
+    real, fake = (tf.constant(rng.standard_normal((8, 2)), tf.float32) for _ in range(2))
+    eps = tf.constant(rng.uniform(size=8), tf.float32)
+
+    def critic(activation):
+        keras.utils.set_random_seed(1)
+        x = keras.Input((2,))
+        h = x
+        for _ in range(2):
+            h = activation()(keras.layers.Dense(16)(h))
+        return keras.Model(x, keras.layers.Dense(1)(h))
+
+    def update(net):
+        @tf.function
+        def grads():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(net(fake)) - tf.reduce_mean(net(real))
+                loss = loss + 10.0 * gradient_penalty(net, real, fake, eps)
+            return tape.gradient(loss, net.trainable_variables)
+
+        ops = [op.type for op in grads.get_concrete_function().graph.get_operations()]
+        return grads(), ops.count("MatMul")
+
+    (ours, ours_products), (plain, plain_products) = update(critic(ReLUFromOutput)), update(
+        critic(lambda: keras.layers.Activation("relu")))
+    for a, b in zip(ours, plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert ours_products == plain_products - 3, (ours_products, plain_products)
+
+
+def test_mlp_uses_them():
+    """model=mlp builds its ReLU and LeakyReLU hidden layers from these layers (G and D)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from gan_cli.data.toy2d import Toy2D
+    from gan_cli.models.mlp import build_mlp
+
+    data = Toy2D(name="ring", num_samples=64)
+    for act, expected in (("relu", "ReLUFromOutput"), ("leaky_relu", "LeakyReLUFromOutput")):
+        cfg = OmegaConf.load(Path(__file__).parents[1] / "conf" / "model" / "mlp.yaml")
+        for net in (cfg.generator, cfg.discriminator):
+            net.hidden, net.activation = [8, 8], act
+        g, d = build_mlp(cfg, data, latent_dim=2, conditional=False)
+        for model in (g, d):
+            assert [type(layer).__name__ for layer in model.layers].count(expected) == 2
