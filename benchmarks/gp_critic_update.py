@@ -19,52 +19,64 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the gan command sets it
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BATCH, WIDTH, PER_CALL = 256, 128, 50
 
 
-def critic(activation):
-    """The ring critic with ``activation()`` after each hidden Dense layer (same initial weights each call)."""
+def critic(activation, width: int = WIDTH):
+    """The ring critic (2 -> width -> width -> 1) with ``activation()`` after each hidden Dense layer (same
+    initial weights each call)."""
     import keras
 
     keras.utils.set_random_seed(1)
     x = keras.Input((2,))
     h = x
     for _ in range(2):
-        h = activation()(keras.layers.Dense(WIDTH)(h))
+        h = activation()(keras.layers.Dense(width)(h))
     return keras.Model(x, keras.layers.Dense(1)(h))
 
 
-def compiled_updates(net):
-    """(tf.function running ``PER_CALL`` critic updates, matrix products in one traced update)."""
-    import keras
+def penalty_grads(net, batch: int = BATCH):
+    """A function of no arguments giving ``net``'s weight gradients of the WGAN-GP critic loss
+    ``mean D(fake) - mean D(real) + 10 * gradient_penalty`` on fixed ``(batch, 2)`` real and fake batches."""
     import numpy as np
     import tensorflow as tf
 
     from gan_cli.losses import gradient_penalty
 
     rng = np.random.default_rng(0)
-    real, fake = (tf.constant(rng.standard_normal((BATCH, 2)), tf.float32) for _ in range(2))
-    eps = tf.constant(rng.uniform(size=BATCH), tf.float32)
-    optimizer = keras.optimizers.RMSprop(5e-5)
-    variables = net.trainable_variables
+    real, fake = (tf.constant(rng.standard_normal((batch, 2)), tf.float32) for _ in range(2))
+    eps = tf.constant(rng.uniform(size=batch), tf.float32)
 
     def grads():
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(net(fake)) - tf.reduce_mean(net(real))
             loss = loss + 10.0 * gradient_penalty(net, real, fake, eps)
-        return tape.gradient(loss, variables)
+        return tape.gradient(loss, net.trainable_variables)
 
-    ops = tf.function(grads).get_concrete_function().graph.get_operations()
+    return grads
+
+
+def matmuls(fn) -> int:
+    """Matrix products in the graph traced from ``fn`` (before grappler's rewrites)."""
+    ops = fn.get_concrete_function().graph.get_operations()
+    return sum(op.type == "MatMul" for op in ops)
+
+
+def compiled_updates(net):
+    """(tf.function running ``PER_CALL`` critic updates, matrix products in one traced update)."""
+    import keras
+    import tensorflow as tf
+
+    optimizer = keras.optimizers.RMSprop(5e-5)
+    grads, variables = penalty_grads(net), net.trainable_variables
 
     @tf.function
     def run():
         for _ in range(PER_CALL):
             optimizer.apply_gradients(zip(grads(), variables))
 
-    return run, sum(op.type == "MatMul" for op in ops)
+    return run, matmuls(tf.function(grads))
 
 
 def main() -> None:
@@ -72,6 +84,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--updates", type=int, default=1000, help="timed updates per repeat and side")
     args = parser.parse_args()
+    # before TensorFlow loads (here, not at import: tests import this module for its critic)
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the gan command sets it
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     from gan_cli.models.activations import ReLUFromOutput

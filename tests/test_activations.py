@@ -48,45 +48,35 @@ def test_relu_from_output_has_the_keras_gradients():
 
 
 def test_gradient_penalty_graph_skips_the_zero_chain():
-    """A WGAN-GP critic update on a 2-16-16-1 ReLU MLP: the same weight gradients as with Keras's ReLU, from
-    3 matrix products fewer (the weight and input gradients of the penalised batch's forward pass, and the
-    first layer's weight gradient, that multiply TensorFlow's zeros for the mask's derivative)."""
+    """A WGAN-GP critic update on a 2-16-16-1 ReLU MLP (benchmarks/gp_critic_update.py's critic and loss): the
+    same weight gradients as with Keras's ReLU, from 3 matrix products fewer (the weight and input gradients
+    of the penalised batch's forward pass, and the first layer's weight gradient, that multiply TensorFlow's
+    zeros for the mask's derivative)."""
+    import importlib.util
+    from pathlib import Path
+
     import keras
     import tensorflow as tf
 
-    from gan_cli.losses import gradient_penalty
     from gan_cli.models.activations import ReLUFromOutput
 
-    rng = np.random.default_rng(0)
-    real, fake = (tf.constant(rng.standard_normal((8, 2)), tf.float32) for _ in range(2))
-    eps = tf.constant(rng.uniform(size=8), tf.float32)
+    spec = importlib.util.spec_from_file_location(
+        "gp_critic_update", Path(__file__).resolve().parents[1] / "benchmarks" / "gp_critic_update.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
 
-    def critic(activation):
-        keras.utils.set_random_seed(1)
-        x = keras.Input((2,))
-        h = x
-        for _ in range(2):
-            h = activation()(keras.layers.Dense(16)(h))
-        return keras.Model(x, keras.layers.Dense(1)(h))
+    def update(activation, jit_compile=False):
+        grads = tf.function(bench.penalty_grads(bench.critic(activation, width=16), batch=8),
+                            jit_compile=jit_compile)
+        return grads(), bench.matmuls(grads)
 
-    def update(net, jit_compile=False):
-        @tf.function(jit_compile=jit_compile)
-        def grads():
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(net(fake)) - tf.reduce_mean(net(real))
-                loss = loss + 10.0 * gradient_penalty(net, real, fake, eps)
-            return tape.gradient(loss, net.trainable_variables)
-
-        ops = [op.type for op in grads.get_concrete_function().graph.get_operations()]
-        return grads(), ops.count("MatMul")
-
-    ours_net, plain_net = critic(ReLUFromOutput), critic(lambda: keras.layers.Activation("relu"))
-    (ours, ours_products), (plain, plain_products) = update(ours_net), update(plain_net)
+    (ours, ours_products), (plain, plain_products) = update(ReLUFromOutput), update(
+        lambda: keras.layers.Activation("relu"))
     for a, b in zip(ours, plain, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     assert ours_products == plain_products - 3, (ours_products, plain_products)
     # under XLA (train.jit_compile, the default on a GPU) the custom gradient compiles and agrees too
-    xla, _ = update(ours_net, jit_compile=True)
+    xla, _ = update(ReLUFromOutput, jit_compile=True)
     for a, b in zip(xla, plain, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
