@@ -6,7 +6,6 @@ Subcommands: train, sample, evaluate, resume, reproduce, report, sweep-report, d
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import sys
@@ -21,23 +20,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # ran the benchmark's reference loop 1.1-1.3x faster (README "Throughput"). Read once, when TensorFlow loads;
 # TF_ENABLE_ONEDNN_OPTS=0 in the environment turns them off.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-USAGE_TRAIN = """usage: gan train [-m] [OVERRIDE ...]
-
-Compose conf/config.yaml with Hydra overrides and train, e.g.
-  gan train loss=wgan dataset=csm
-  gan train dataset=grid experiment=grid train.seed=3
-  gan train -m loss=wgan,wgan_gp train.n_critic=1,5       (a sweep: one folder per job)
-  gan train -m hydra/launcher=joblib hydra.launcher.n_jobs=4 train.seed=0,1,2,3   (jobs in parallel processes)
-  gan train -m hparams_search=toy2d_optuna                 (an Optuna search; see README "Scaling out")
-  gan train train.strategy=mirrored                         (all GPUs of this machine; multiworker: TF_CONFIG)
-Groups: dataset (ring grid parabola ganlab_* csm digits mnist fashion_mnist folder h5),
-        loss (gan nsgan mlgan lsgan wgan wgan_gp hinge), model (auto mlp maxout csm_mlp dcgan),
-        optimizer (auto adam adam_wgangp rmsprop sgd), experiment (see conf/experiment),
-        hparams_search (toy2d_optuna csm_optuna).
-Sections: train.*, latent.*, metrics.*. Run folder: outputs/DATE/TIME (hydra.run.dir=... to choose).
-"""
-
 
 def _fail(message: str, code: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr)
@@ -83,134 +65,54 @@ def _quiet_tensorflow() -> None:
             os.close(saved)
 
 
-def _expand_sweeps(overrides: list[str]) -> list[list[str]]:
-    """All concrete override lists of a (possibly sweeping) override list. An ``interval(a, b)``
-    search range (Optuna sweeper) stands for its two ends, which is what the checks need."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    choices = []
-    for o in parsed:
-        key = o.get_key_element()
-        if o.is_interval_sweep():
-            values = [str(o.value().start), str(o.value().end)]
-        elif o.is_sweep_override():
-            values = list(o.sweep_string_iterator())
-        else:
-            values = [o.get_value_element_as_str()]
-        prefix = {"ADD": "+", "FORCE_ADD": "++", "DEL": "~"}.get(o.type.name, "")
-        choices.append([f"{prefix}{key}={v}" for v in values])
-    return [list(c) for c in itertools.product(*choices)]
-
-
-def validate_overrides(overrides: list[str], multirun: bool) -> None:
-    """Compose and check every job of the command before Hydra creates any folder."""
-    from hydra import compose, initialize_config_module
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from gan_cli.config import validate
-
-    user = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    try:
-        jobs = _expand_sweeps(user) if multirun else [user]
-    except HydraException as exc:
-        raise UserError(f"cannot parse overrides: {str(exc).splitlines()[0]}") from None
-    hydra_overrides = [o for o in overrides if o not in user]
-
-    def checked(job: list[str], where: str = ""):
-        try:
-            cfg = compose("config", overrides=job)
-        except (HydraException, OmegaConfBaseException) as exc:
-            text = " ".join(str(exc).split()).split(" Config search path")[0]
-            raise UserError(f"{where}{text}  (see `gan train --help`)") from None
-        try:
-            validate(cfg)
-        except UserError as exc:
-            if not where:
-                raise
-            raise type(exc)(f"{where}{exc}") from None
-
-    with initialize_config_module("gan_cli.conf", version_base="1.3"):
-        for job in jobs[:2000]:
-            checked(job)
-        if multirun:
-            for job, where in _search_space_jobs(jobs[0], hydra_overrides, compose):
-                checked(job, where)
-    _check_output_dir(overrides, multirun)
-
-
-def _search_space_jobs(job: list[str], hydra_overrides: list[str], compose) -> list[tuple[list[str], str]]:
-    """Jobs covering every value of the config's ``hydra.sweeper.params`` (the search space of an
-    ``hparams_search`` config): all parameters at their first value, then each parameter through
-    its values (an interval: its ends) with the others at their first; each with a label naming it."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        full = compose("config", overrides=job + hydra_overrides, return_hydra_config=True)
-        params = full.hydra.sweeper.get("params") or {}
-    except (HydraException, OmegaConfBaseException):
-        return []  # a bad hydra override: Hydra itself reports it
-    given = {o.lstrip("+~").partition("=")[0] for o in job}  # fixed on the command line: not searched
-    space = {}
-    for key, value in params.items():
-        if key in given:
-            continue
-        try:
-            space[key] = [o[0] for o in _expand_sweeps([f"{key}={value}"])]
-        except HydraException as exc:
-            raise UserError(f"hydra.sweeper.params.{key}: cannot parse '{value}': {str(exc).splitlines()[0]}") from None
-    first = {k: v[0] for k, v in space.items()}
-    out = [(job + list(first.values()), "search space: ")]
-    for key, values in space.items():
-        for v in values[1:]:
-            out.append((job + [v if k == key else first[k] for k in space], f"hydra.sweeper.params {v}: "))
-    return out
-
-
-def _check_output_dir(overrides: list[str], multirun: bool) -> None:
-    """Fail before Hydra creates anything when the run (sweep) folder cannot be written: a parent is
-    a file, the nearest existing folder is read-only, or its disk is full."""
-    import shutil
-
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    value = "multirun" if multirun else "outputs"  # conf/config.yaml: relative to the working folder
-    for o in overrides:
-        k, sep, v = o.lstrip("+").partition("=")
-        if sep and k == key:
-            value = v.strip("'\"")
-    static = value.split("${", 1)[0] or "."  # the part before any ${now:...} interpolation
-    probe = Path(static)
-    while not os.path.lexists(probe) and probe != probe.parent:
-        probe = probe.parent
-    if os.path.lexists(probe) and not probe.is_dir():
-        raise UserError(f"cannot create the run folder {value}: {probe} is a file, not a folder; choose another {key}")
-    if probe.is_dir() and not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"cannot create the run folder {value}: {probe} is not writable; choose another {key}")
-    if probe.is_dir() and shutil.disk_usage(probe).free < 1 << 20:
-        raise UserError(f"cannot create the run folder {value}: no space left on the disk of {probe}; "
-                        f"free some space or choose another {key}")
-
-
 def cmd_train(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(USAGE_TRAIN)
-        return 0
-    # an hparams_search config sets hydra.mode=MULTIRUN itself (hydra.mode=RUN: one run with its settings)
-    multirun = any(a in ("-m", "--multirun") for a in argv) or (
-        any(a.startswith("hparams_search=") for a in argv) and "hydra.mode=RUN" not in argv)
-    overrides = [a for a in argv if a not in ("-m", "--multirun")]
-    bad = [a for a in overrides if a.startswith("-")]
-    if bad:
-        return _fail(f"unknown option {bad[0]}; gan train takes Hydra overrides KEY=VALUE and -m for sweeps")
-    validate_overrides(overrides, multirun)
-    _quiet_tensorflow()
-    from gan_cli.hydra_app import app
+    """``gan train ARGS``: ARGS go unchanged to the Hydra app (gan_cli/hydra_app.py), so every Hydra flag
+    and the whole override grammar work. Validation runs inside the app (gan_cli/hydra_callbacks.py);
+    Hydra's own composition errors (an unknown group option, a bad override) become one line here."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
-    sys.argv = ["gan"] + (["--multirun"] if multirun else []) + overrides
-    app()
+    from gan_cli.hydra_app import app
+    from gan_cli.hydra_callbacks import ChecksFailed
+
+    full_error = os.environ.get("HYDRA_FULL_ERROR")  # the user's own setting: Hydra's full traceback
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # makes Hydra raise its errors instead of printing and exiting 1
+    saved = sys.argv
+    # the program name in Hydra's usage line; shell completion registers the command itself (gan)
+    completion = any(a in ("-sc", "--shell-completion") for a in argv)
+    sys.argv = ["gan" if completion else "gan train", *argv]
+    try:
+        app()
+    except ChecksFailed as exc:
+        raise exc.error from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        if full_error == "1":
+            raise
+        text = " ".join(str(exc).split()).split(" Config search path")[0]
+        raise UserError(f"{text}  (see `gan train --help`)") from None
+    finally:
+        sys.argv = saved
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
     return 0
+
+
+def _shell_completion(argv: list[str]) -> int:
+    """``gan -sc query=bash``, which the script of ``gan train -sc install=bash`` runs on each Tab: words
+    after ``gan train`` are completed by Hydra, the subcommand itself from this parser."""
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if len(words) >= 2 and words[1] == "train" and (len(words) > 2 or line.endswith(" ")):
+        os.environ["COMP_LINE"] = line.replace(" train", "", 1)  # Hydra completes `APP OVERRIDES...`
+        return cmd_train(argv)
+    if any(a.startswith("query=") for a in argv):
+        typed = words[1] if len(words) > 1 else ""
+        names = [n for n in build_parser()._subparsers._group_actions[0].choices if n.startswith(typed)]
+        print(" ".join(names))
+        return 0
+    return cmd_train(argv)  # install= / uninstall=
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -364,7 +266,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gan", description="Config-driven GAN experiments on TensorFlow/Keras.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("train", help="train a GAN: gan train [-m] [OVERRIDE ...] (Hydra overrides)", add_help=False)
+    sub.add_parser("train", help="train a GAN: gan train [-m] [OVERRIDE ...] (a Hydra app: gan train --help)",
+                   add_help=False)
     p = sub.add_parser("sample", help="write generated samples from a run's last checkpoint")
     p.add_argument("run", help="run folder or checkpoint .npz")
     p.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
@@ -401,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "train":
             return cmd_train(argv[1:])
+        if argv and argv[0] in ("-sc", "--shell-completion"):
+            return _shell_completion(argv)
         if argv and argv[0] == "data":
             # overrides may follow -o: parse the subcommand's arguments intermixed
             args = parser.data_parser.parse_intermixed_args(argv[1:])

@@ -1,9 +1,11 @@
 """Config checks and resolution.
 
 ``validate(cfg)`` checks types, ranges and cross-field rules of the composed config
-without importing TensorFlow or building data; ``resolve(cfg, data)`` fills the
-``auto``/null recommendations (model from the dataset kind, optimizer and n_critic from
-the loss, latent size and run length from the dataset) and returns a fully concrete config.
+without importing TensorFlow or building data; ``resolve(cfg, data)`` fills the null
+recommendations (n_critic from the loss, latent size and run length from the dataset) and
+returns a fully concrete config. The recommended model and optimizer are chosen by Hydra
+composition: each dataset config names its model and each loss config its optimizer in its
+defaults list.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ TRAIN_SCHEMA: dict[str, tuple[type, float | None, bool]] = {
     "max_rollbacks": (int, 0, False),
     "tensorboard": (bool, None, False),
     "report": (bool, None, False),
+    "overwrite": (bool, None, False),
+    "logger": (str, None, True),
     "unroll_steps": (int, 0, False),
     "g_ema": (float, 0, False),
     "strategy": (str, None, False),
@@ -48,7 +52,7 @@ ON_NAN = ("stop", "rollback")
 MAX_INT = 2**31 - 1
 LATENT_SCHEMA = {"dim": (int, 1, True), "distribution": (str, None, False)}
 METRICS_SCHEMA = {"num_samples": (int, 2, False), "parzen": (bool, None, False), "objective": (str, None, True)}
-TOP_LEVEL = {"dataset", "loss", "model", "optimizer", "latent", "train", "metrics", "experiment"}
+LOGGERS = ("mlflow",)
 
 
 def conf_dir() -> Path:
@@ -93,7 +97,11 @@ def _check_section(cfg: DictConfig, section: str, schema: dict) -> None:
         raise ConfigError(f"'{section}' must be a config section")
     for key in node:
         if key not in schema:
-            raise ConfigError(f"unknown key {section}.{key}; valid: {', '.join(schema)}")
+            import difflib
+
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            hint = f"did you mean {section}.{close[0]}? " if close else ""
+            raise ConfigError(f"unknown key {section}.{key}; {hint}valid: {', '.join(schema)}")
     for key, spec in schema.items():
         _check_value(section, key, node.get(key), spec)
 
@@ -110,13 +118,16 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) for any invalid key, type, range or combination."""
     from gan_cli.optimizers import validate_optimizer
 
-    for key in cfg:
-        if key not in TOP_LEVEL and key != "hydra":
-            raise ConfigError(f"unknown top-level key '{key}'; valid: {', '.join(sorted(TOP_LEVEL))}")
+    for section in ("model", "optimizer"):  # chosen by the dataset / loss config's defaults list
+        if not isinstance(cfg.get(section), DictConfig):
+            raise ConfigError(f"no {section} is selected (a dataset config of your own must name one in its "
+                              f"defaults list); add +{section}=NAME")
     _check_section(cfg, "train", TRAIN_SCHEMA)
     _check_section(cfg, "latent", LATENT_SCHEMA)
     _check_section(cfg, "metrics", METRICS_SCHEMA)
     _check_nan_policy(cfg.train)
+    if cfg.train.logger not in (None, *LOGGERS):
+        raise ConfigError(f"train.logger '{cfg.train.logger}' unknown; valid: null, {', '.join(LOGGERS)}")
     if not (isinstance(cfg.train.jit_compile, bool) or cfg.train.jit_compile == "auto"):
         raise ConfigError(f"train.jit_compile must be true, false or auto, got {cfg.train.jit_compile!r}")
     from gan_cli.precision import check_setting
@@ -142,13 +153,12 @@ def validate(cfg: DictConfig) -> None:
         if key in loss:
             _number(f"loss.{key}", loss[key], float("-inf"))
 
-    if cfg.optimizer.get("name") != "auto":
-        for net in ("generator", "discriminator"):
-            if net not in cfg.optimizer:
-                raise ConfigError(f"optimizer.{net} is missing; give both generator and discriminator settings")
-            validate_optimizer(net, cfg.optimizer[net])
+    for net in ("generator", "discriminator"):
+        if net not in cfg.optimizer:
+            raise ConfigError(f"optimizer.{net} is missing; give both generator and discriminator settings")
+        validate_optimizer(net, cfg.optimizer[net])
 
-    if cfg.model.get("name") not in ("auto",) and "generator" not in cfg.model:
+    if "generator" not in cfg.model:
         raise ConfigError(f"model '{cfg.model.get('name')}' has no generator section")
     _check_dataset_keys(cfg.dataset)
     _check_pack(cfg)
@@ -221,14 +231,9 @@ def apply_metric_options(cfg: DictConfig, data) -> None:
 
 
 def resolve(cfg: DictConfig, data) -> DictConfig:
-    """A copy of ``cfg`` with every ``auto``/null recommendation filled in for ``data``."""
+    """A copy of ``cfg`` with every null recommendation filled in for ``data``."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     with open_dict(cfg):
-        if cfg.model.name == "auto":
-            cfg.model = OmegaConf.load(conf_dir() / "model" / f"{data.default_model}.yaml")
-        if cfg.optimizer.name == "auto":
-            choice = cfg.loss.get("default_optimizer", "adam")
-            cfg.optimizer = OmegaConf.load(conf_dir() / "optimizer" / f"{choice}.yaml")
         if cfg.train.n_critic is None:
             cfg.train.n_critic = int(cfg.loss.get("default_n_critic", 1))
         for key, value in data.default_train.items():  # steps, batch_size, eval_every, checkpoint_every, spe

@@ -41,6 +41,13 @@ def app(cfg: DictConfig):
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        from gan_cli.run_files import clear_run_outputs, has_run_outputs
+
+        if cfg.train.get("overwrite", False):
+            clear_run_outputs(run_dir)
+        elif has_run_outputs(run_dir):
+            raise UserError(f"the run folder {run_dir} holds an earlier run; choose another hydra.run.dir "
+                            "or add train.overwrite=true")
         if _reused_worker():
             from gan_cli.job_process import train_in_fresh_process
 

@@ -32,3 +32,25 @@ def read_overrides(run_dir: Path) -> list[str] | None:
     except yaml.YAMLError:
         return None
     return [str(v) for v in value] if isinstance(value, list) else None
+
+
+# What a gan-cli run writes into its folder besides Hydra's .hydra/ and log file.
+RUN_OUTPUTS = ("metrics.jsonl", "resolved_config.yaml", "checkpoints", "samples", "tensorboard", "report",
+               "report.html", "DONE", "FAILED", "generator.keras")
+
+
+def has_run_outputs(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds the files of an earlier run (metrics or checkpoints)."""
+    return any((Path(run_dir) / name).exists() for name in ("metrics.jsonl", "checkpoints"))
+
+
+def clear_run_outputs(run_dir: Path) -> None:
+    """Delete what an earlier gan-cli run wrote into ``run_dir`` (``train.overwrite=true``); other files stay."""
+    import shutil
+
+    for name in RUN_OUTPUTS:
+        path = Path(run_dir) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)

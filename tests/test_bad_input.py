@@ -41,7 +41,7 @@ not_a_number = st.one_of(words, st.sampled_from(["", "1.5", "2e3", "true", "fals
 def bad_override(draw) -> list[str]:
     """One invalid override (sometimes two tokens: a group choice and a value inside it)."""
     kind = draw(st.sampled_from(["int_type", "int_low", "int_high", "bool_type", "null", "unknown_key",
-                                 "unknown_add", "unknown_top", "unknown_group", "bad_choice", "empty",
+                                 "unknown_add", "unknown_group", "bad_choice", "empty",
                                  "nan_policy", "lr", "float_range", "distribution"]))
     if kind == "int_type":
         return [f"{draw(st.sampled_from(sorted(INT_KEYS)))}={draw(not_a_number)}"]
@@ -59,8 +59,6 @@ def bad_override(draw) -> list[str]:
         return [f"{draw(st.sampled_from(SECTIONS))}.{draw(words)}={draw(st.integers())}"]
     if kind == "unknown_add":
         return [f"+{draw(st.sampled_from(('train', 'latent', 'metrics', 'dataset')))}.{draw(words)}=1"]
-    if kind == "unknown_top":
-        return [f"+{draw(words)}={draw(st.integers())}"]
     if kind == "unknown_group":
         return [f"{draw(words)}={draw(words)}"]
     if kind == "bad_choice":

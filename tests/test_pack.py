@@ -78,7 +78,7 @@ def test_maxout_model_packs():
     (["model=mlp", "model.pack=2", "model.conditional=true"], "does not support model.conditional=true"),
     (["model=csm_mlp", "+model.pack=2"], "supported by model=mlp and model=maxout, not 'csm_mlp'"),
     (["model=dcgan", "+model.pack=2"], "supported by model=mlp and model=maxout, not 'dcgan'"),
-    (["+model.pack=2"], "supported by model=mlp and model=maxout, not 'auto'"),
+    (["dataset=csm", "+model.pack=2"], "supported by model=mlp and model=maxout, not 'csm_"),  # its default model
 ])
 def test_pack_validation(overrides, message):
     from gan_cli.config import validate

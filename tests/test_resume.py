@@ -239,9 +239,11 @@ def test_sweep_with_a_failing_job_finishes_the_others(tmp_path):
     sweep = tmp_path / "sweep"
     out = run_gan(["train", "-m", *TINY, "optimizer=sgd", "optimizer.generator.lr=0.01,1e30",
                    "optimizer.discriminator.lr=0.01", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 1, out.stderr[-3000:]  # after all jobs ran, naming the failed one
     assert (sweep / "0" / "DONE").is_file() and not (sweep / "0" / "FAILED").exists()
     assert (sweep / "1" / "FAILED").is_file() and not (sweep / "1" / "DONE").exists()
     assert "non-finite" in (sweep / "1" / "FAILED").read_text()
     assert "error: job 1 failed: training stopped: non-finite" in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: 1 of 2 jobs of ")
+    assert "failed: 1: UserError: training stopped: non-finite" in out.stderr.strip().splitlines()[-1]
     assert "Traceback" not in out.stderr

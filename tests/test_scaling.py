@@ -110,10 +110,16 @@ def test_objective_returned_to_optuna_is_the_logged_metric(tmp_path, monkeypatch
 
 def test_search_space_is_checked_before_any_job(capsys):
     """Every value of hydra.sweeper.params is composed and validated up front (one line, exit 2)."""
-    from gan_cli.cli import validate_overrides
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
 
-    validate_overrides(["hparams_search=toy2d_optuna"], True)
-    validate_overrides(["hparams_search=csm_optuna"], True)
+    from gan_cli.hydra_callbacks import RunChecks
+
+    with initialize_config_module("gan_cli.conf", version_base="1.3"):
+        for search in ("toy2d_optuna", "csm_optuna"):  # the shipped search spaces pass the checks
+            cfg = compose("config", overrides=[f"hparams_search={search}"], return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            RunChecks().on_multirun_start(cfg, config_name="config")
     assert gan("train", "hparams_search=toy2d_optuna", "hydra.sweeper.params.loss='choice(nsgan,nope)'") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "hydra.sweeper.params loss=nope" in err and "Could not find 'loss/nope'" in err
