@@ -234,6 +234,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """The run's generator as a .keras file (model space) or a SavedModel (data units) loadable without gan-cli."""
+    _quiet_tensorflow()
+    from gan_cli.export import export_run
+
+    path = export_run(Path(args.run), Path(args.output), args.format, args.force)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """RUN/report.html (self-contained) + RUN/report/*.png."""
     _quiet_tensorflow()  # per-class image grids load the checkpoint
@@ -283,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="re-run a finished run's config (+ overrides) into a new folder and compare")
     p.add_argument("run", help="run folder")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides")
+    p = sub.add_parser("export", help="write a run's generator as a .keras file or a TF SavedModel (no gan-cli needed to load it)")
+    p.add_argument("run", help="run folder or checkpoint file")
+    p.add_argument("-o", "--output", required=True, help="PATH.keras, or a folder for --format saved_model")
+    p.add_argument("--format", default="keras", choices=("keras", "saved_model"),
+                   help="keras: the generator z[, label] -> model-space samples (default); saved_model: "
+                        "generate(z[, label]) -> samples in the data's units, as gan sample writes them")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p = sub.add_parser("report", help="write RUN/report.html and RUN/report/*.png: config, metrics and plots of a run")
     p.add_argument("run", help="run folder")
     p = sub.add_parser("sweep-report", help="summarise a sweep: one row per job (Markdown, CSV, HTML with a plot)")
@@ -316,12 +333,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         handler = {"sample": cmd_sample, "evaluate": cmd_evaluate, "resume": cmd_resume, "data": cmd_data,
-                   "reproduce": cmd_reproduce, "report": cmd_report, "sweep-report": cmd_sweep_report}
+                   "reproduce": cmd_reproduce, "report": cmd_report, "export": cmd_export, "sweep-report": cmd_sweep_report}
         return handler[args.command](args)
     except UserError as exc:
         return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except Terminated:
+        return _fail("terminated (SIGTERM)", 143)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ class ReLUFromOutput(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def plain(self, x):
+        """The same function from stock Keras (``gan export``: exported models hold no gan_cli layer)."""
+        return keras.layers.ReLU(name=self.name)(x)
+
 
 @keras.saving.register_keras_serializable(package="gan_cli")
 class LeakyReLUFromOutput(keras.layers.LeakyReLU):
@@ -60,3 +64,7 @@ class LeakyReLUFromOutput(keras.layers.LeakyReLU):
             return y, lambda g: tf.raw_ops.LeakyReluGrad(gradients=g, features=tf.stop_gradient(y), alpha=slope)
 
         return leaky(x)
+
+    def plain(self, x):
+        """The same function from stock Keras (``gan export``: exported models hold no gan_cli layer)."""
+        return keras.layers.LeakyReLU(negative_slope=float(self.negative_slope), name=self.name)(x)

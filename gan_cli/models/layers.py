@@ -32,6 +32,11 @@ class Maxout(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units)
 
+    def plain(self, x):
+        """The same function from a stock Dense layer (these weights) and keras.ops (``gan export``)."""
+        y = ops.reshape(self.dense(x), (-1, self.units, self.pieces))
+        return ops.max(y, axis=-1)
+
     def get_config(self):
         return {**super().get_config(), "units": self.units, "pieces": self.pieces}
 
