@@ -315,9 +315,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM outside training (which handles it itself): unwinds like Ctrl-C, so files being
+    written are removed, and ends the command with exit status 143."""
+
+
+_SIGTERM_SEEN: list[bool] = []
+
+
+def _raise_terminated(signum, frame) -> None:
+    _SIGTERM_SEEN.append(True)
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 success, 2 bad input (one line), 1 a bug (traceback), 130 SIGINT, 143 SIGTERM."""
+    import signal
+    import threading
+
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    previous = None
+    _SIGTERM_SEEN.clear()
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         if argv and argv[0] == "train":
             return cmd_train(argv[1:])
@@ -335,8 +356,14 @@ def main(argv: list[str] | None = None) -> int:
         handler = {"sample": cmd_sample, "evaluate": cmd_evaluate, "resume": cmd_resume, "data": cmd_data,
                    "reproduce": cmd_reproduce, "report": cmd_report, "export": cmd_export, "sweep-report": cmd_sweep_report}
         return handler[args.command](args)
-    except UserError as exc:
-        return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)
+    except Exception as exc:
+        # the exception raised in the signal handler can surface as another one (an extension module
+        # that was running turns it into a SystemError, a reader into a DataError): still a SIGTERM
+        if _SIGTERM_SEEN:
+            return _fail("terminated (SIGTERM)", 143)
+        if isinstance(exc, UserError):
+            return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)
+        raise
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except Terminated:
