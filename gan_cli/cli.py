@@ -155,9 +155,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     n = args.num_samples if args.num_samples is not None else int(cfg.metrics.num_samples)
     fake, labels = evaluation_samples(gan, cfg, n)
     metrics = data.evaluator(n, int(cfg.train.seed))(fake, labels)
+    from gan_cli.callbacks import _clean
+
     result = {"checkpoint": str(latest_checkpoint(Path(args.run))), "step": int(gan.round.numpy()),
-              **{k: float(v) for k, v in metrics.items()}}
-    print(json.dumps(result, indent=2))
+              **{k: _clean(v) for k, v in metrics.items()}}  # NaN/inf: null (JSON has no such numbers)
+    print(json.dumps(result, indent=2, allow_nan=False))
     return 0
 
 
@@ -195,8 +197,8 @@ def _last_metrics(run_dir: Path) -> dict:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """Re-run a run's saved overrides (+ new ones) into a new folder and compare final metrics.
 
-    Exit 0 either way (the comparison is printed); with train.deterministic=true in the original
-    run the final metrics (and weights) are expected to be identical.
+    Exit 0 when they are identical, 1 when any differs (the differences are printed); with
+    train.deterministic=true in the original run the final metrics (and weights) are expected to be identical.
     """
     import datetime
 
@@ -231,7 +233,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"  {k}: original {a} -> reproduced {b}")
     if "train.deterministic=true" not in old + list(args.overrides):
         print("  (bit-identical runs need train.deterministic=true)")
-    return 0
+    return 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -60,7 +60,7 @@ def test_sample_and_evaluate(ring_run, tmp_path):
     assert out.returncode == 2 and "exists" in out.stderr
     out = run_gan(["evaluate", str(run_dir)], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    metrics = json.loads(out.stdout)
+    metrics = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert metrics["step"] == 20 and {"modes", "high_quality", "reverse_kl", "kl", "js"} <= set(metrics)
     # the same from the checkpoint file alone
     ckpt = run_dir / "checkpoints" / "ckpt_00000020.npz"
@@ -130,3 +130,35 @@ def test_sample_without_checkpoints_is_a_clean_error(tmp_path):
     (tmp_path / "empty_run").mkdir()
     out = run_gan(["sample", str(tmp_path / "empty_run"), "-o", str(tmp_path / "x.npy")], cwd=tmp_path)
     assert out.returncode == 2 and "has no checkpoints" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_reproduce_exits_1_when_the_metrics_differ(ring_run, tmp_path):
+    run_dir, _ = ring_run
+    out = run_gan(["reproduce", str(run_dir), "train.seed=1"], cwd=tmp_path)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "final metrics differ" in out.stdout
+
+
+def test_evaluate_writes_null_for_non_finite_metrics(monkeypatch, capsys):
+    """JSON has no Infinity/NaN: such metric values are printed as null."""
+    from gan_cli import cli
+
+    class Data:
+        def evaluator(self, n, seed):
+            return lambda fake, labels: {"kl": float("inf"), "js": float("nan"), "modes": 3.0}
+
+    class Gan:
+        round = type("Round", (), {"numpy": lambda self: 20})()
+
+    monkeypatch.setattr("gan_cli.train.load_for_inference", lambda run: (_cfg(), Data(), Gan()))
+    monkeypatch.setattr("gan_cli.callbacks.evaluation_samples", lambda gan, cfg, n: (None, None))
+    monkeypatch.setattr("gan_cli.checkpoint.latest_checkpoint", lambda run: "ckpt")
+    assert cli.main(["evaluate", "run"]) == 0
+    printed = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert printed["kl"] is None and printed["js"] is None and printed["modes"] == 3.0
+
+
+def _cfg():
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"metrics": {"num_samples": 10}, "train": {"seed": 0}})

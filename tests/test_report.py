@@ -224,7 +224,7 @@ def test_tensorboard_callback_writes_losses_metrics_and_images(tmp_path):
     from gan_cli.report import TensorBoardCallback
     from gan_cli.train import build_dataset, build_gan
 
-    cfg = compose(TINY + ["dataset=ring"])
+    cfg = compose(TINY + ["dataset=ring", "train.steps_per_execution=5"])
     data = build_dataset(cfg.dataset)
     cfg = config_mod.resolve(cfg, data)
     gan = build_gan(cfg, data)
@@ -239,6 +239,8 @@ def test_tensorboard_callback_writes_losses_metrics_and_images(tmp_path):
         for event in tf.compat.v1.train.summary_iterator(str(f)):
             for v in event.summary.value:
                 tags.setdefault(v.tag, set()).add(event.step)
-    assert tags["loss/d_loss"] == tags["loss/g_loss"] == {10, 20}
+    assert tags["loss/d_loss"] == tags["loss/g_loss"] == {5, 10, 15, 20}  # every compiled call (5 rounds)
+    pytest.importorskip("tensorboard")
+    assert "_hparams_/session_start_info" in tags  # the config in TensorBoard's HParams tab
     assert tags["metrics/kl"] == {10, 20} and "metrics/js" in tags
     assert tags["samples"] == {10, 20}

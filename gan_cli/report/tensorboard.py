@@ -2,7 +2,10 @@
 
 Events go to RUN_DIR/tensorboard (``tensorboard --logdir RUN_DIR/tensorboard``):
 
-* ``loss/d_loss``, ``loss/g_loss``: the running block means at every Keras epoch end (block of rounds);
+* ``loss/d_loss``, ``loss/g_loss``: the mean over each compiled call (``train.steps_per_execution`` rounds),
+  logged at the call's last round;
+* the run's config as hyperparameters of the HParams plugin (needs the ``tensorboard`` package, which
+  viewing the events needs anyway), so the runs of a sweep line up in TensorBoard's HParams tab;
 * ``metrics/<name>``: every quality metric of each new metrics.jsonl row;
 * ``samples``: an image per evaluation (image data: the fixed-batch grid; 2D data: real vs fake over
   the discriminator's heat map; CSM data: real vs generated eigenvalue spectra).
@@ -51,6 +54,25 @@ def write_image(tag: str, image: np.ndarray, step: int) -> None:
     tf.summary.write(tag, tensor, step=step, metadata=_metadata("images"))
 
 
+def hparams_of(cfg) -> dict:
+    """A run config as flat ``{"section.key": bool | int | float | str}`` (lists and null as text)."""
+    from omegaconf import OmegaConf
+
+    flat = {}
+
+    def walk(prefix, node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key not in ("hydra", "_target_"):
+                    walk(f"{prefix}{key}.", value)
+        else:
+            name = prefix[:-1]
+            flat[name] = node if isinstance(node, (bool, int, float, str)) else str(node)
+
+    walk("", OmegaConf.to_container(cfg, resolve=True))
+    return flat
+
+
 class TensorBoardCallback(keras.callbacks.Callback):
     """Writes tf.summary events for a run; ``monitor`` is the run's ``RunMonitor``."""
 
@@ -66,18 +88,42 @@ class TensorBoardCallback(keras.callbacks.Callback):
         self.logged_step = -1
         self.closed = False
         self._image_failed = False
+        self._calls, self._running = 0, {}
+        self.write_hparams()
 
     def _step(self) -> int:
         return int(self.monitor.gan.round.numpy())
 
-    def on_epoch_end(self, epoch, logs=None):
-        if self.closed:
+    def write_hparams(self) -> None:
+        """The run's config, flattened (``loss.name``, ``optimizer.generator.lr``, ...), as HParams."""
+        try:
+            from tensorboard.plugins.hparams import api as hp
+        except ImportError:
+            return  # the events stay viewable; only the HParams tab is empty
+        with self.writer.as_default():
+            hp.hparams(hparams_of(self.monitor.cfg), trial_id=str(self.run_dir))
+        self.writer.flush()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._calls, self._running = 0, {}  # Keras restarts its running loss means every epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Log the mean loss of this compiled call: Keras reports running means over the epoch, and
+        every call of an epoch runs as many rounds, so call k's mean is k m_k - (k - 1) m_(k-1)."""
+        if self.closed or not logs:
             return
-        step = self._step()
+        self._calls += 1
+        k, step = self._calls, self._step()
         with self.writer.as_default():
             for key in ("d_loss", "g_loss"):
-                if logs and key in logs and math.isfinite(float(logs[key])):
-                    write_scalar(f"loss/{key}", float(logs[key]), step)
+                if key in logs:
+                    mean = float(logs[key])
+                    value = k * mean - (k - 1) * self._running.get(key, 0.0)
+                    self._running[key] = mean
+                    if math.isfinite(value):
+                        write_scalar(f"loss/{key}", value, step)
+
+    def on_epoch_end(self, epoch, logs=None):
         self.log_new_row()
 
     def log_new_row(self) -> None:
