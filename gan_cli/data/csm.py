@@ -33,7 +33,7 @@ from gan_cli.errors import ConfigError, DataError, UserError
 REPRESENTATIONS = ("eigenvectors", "eigmode", "csm")
 EIG_DB_SCALE = 100.0     # dB per unit of the eigmode eigenvalue channel
 EIG_DB_FLOOR = -120.0    # eigenvalues below lambda_0 * 1e-12 are clipped there
-CACHE_VERSION = 1        # bump when the simulator changes its output
+CACHE_VERSION = 2        # bump when the simulator's output or the file format changes
 STREAM_CHUNK = 256       # samples per contiguous read when streaming
 STREAM_BUFFER = 10_000   # shuffle-buffer samples when streaming (capped at max_in_memory_mb / 4)
 STREAM_STATS = 10_000    # leading samples the statistics (mean spectrum) come from when streaming
@@ -118,12 +118,19 @@ class CsmDataset(GanDataset):
     def _ensure_file(self) -> Path:
         if self.path is not None:
             return self.path
+        from gan_cli.data.cache import build_once
+        from gan_cli.data.csm_io import verify_csm_file
         from gan_cli.data.csm_sim import CsmSimulator
 
-        path = self.cache_path()
-        if not path.exists():
-            CsmSimulator(self.params).write(path, force=True, progress=True)
-        return path
+        def build(tmp: Path) -> None:
+            CsmSimulator(self.params).write(tmp, force=True, progress=True, atomic=False)
+
+        def check(path: Path) -> Path:
+            verify_csm_file(path)
+            return path
+
+        # simulated once per parameter set, even by many processes at once; checked at every use
+        return build_once(self.cache_path(), build, check, what="CSM cache")
 
     def prepare(self) -> None:
         """Read (or simulate into the cache) the data set now."""
@@ -152,6 +159,10 @@ class CsmDataset(GanDataset):
             raise DataError(f"{file} is a TFRecord file of ~{self.model_space_mb:.0f} MiB in model space, more than "
                             f"dataset.max_in_memory_mb={self.max_in_memory_mb:g}, and only HDF5 files can be streamed; "
                             "convert it to HDF5 (AcouPipe or `gan data csm` layout) or raise dataset.max_in_memory_mb")
+        if self.path is not None:  # (the cache was checked by _ensure_file) checksums cost a pass over the file
+            from gan_cli.data.csm_io import verify_csm_file
+
+            verify_csm_file(file, checksums=not streaming)
         if streaming:
             self._load_streaming(file, geom)
         else:
@@ -273,7 +284,10 @@ class CsmDataset(GanDataset):
 
             cached = self.cache_path()
             if cached.exists():  # already simulated: its file says (no geometry file parsed)
-                return csm_file_info(cached).num_mics
+                try:
+                    return csm_file_info(cached).num_mics
+                except DataError:  # unreadable: _ensure_file rebuilds it; the geometry says
+                    pass
             return load_mic_positions(self.params.array, self.params.aperture).shape[0]
         self._load()
         return self.num_mics

@@ -6,6 +6,7 @@ Overrides are dataset keys from ``conf/dataset/csm.yaml``, written ``key=value``
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -74,7 +75,15 @@ def generate_command(output: str, force: bool, overrides: list[str]) -> int:
     params.validate()
     sim = CsmSimulator(params)
     t0 = time.perf_counter()
-    sim.write(out, force=force, progress=True)
+    # one writer at a time per output file; the lock file lives in the data folder, not beside the output
+    from gan_cli.data.base import data_cache_dir
+    from gan_cli.data.cache import exclusive
+
+    digest = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]
+    with exclusive(out, lock_file=data_cache_dir() / "locks" / f"{out.name}-{digest}.lock"):
+        if out.exists() and not force:  # written meanwhile by another command
+            raise DataError(f"{out} already exists; pass --force to overwrite it or choose another -o FILE")
+        sim.write(out, force=force, progress=True)
     dt = time.perf_counter() - t0
     size = out.stat().st_size / 2 ** 20
     print(f"wrote {out}: {params.num_samples} {params.mode} CSMs, {sim.num_mics} mics ({params.array}), "

@@ -13,6 +13,8 @@ Everything here is batched numpy; shapes use ``N`` samples and ``M`` microphones
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,8 @@ import numpy as np
 from gan_cli.errors import DataError
 
 FORMAT_NAME = "gan-cli-csm"
-FORMAT_VERSION = 1
+# 2: files carry ``complete`` and ``checksums`` (sha256 of each dataset's stored bytes), checked on read
+FORMAT_VERSION = 2
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrec")
 
@@ -122,21 +125,27 @@ class CsmData:
 class CsmH5Writer:
     """Incremental, atomic writer of this project's HDF5 layout.
 
-    Opens ``path + '.tmp'``, preallocates chunked datasets for ``n`` samples of ``m`` mics,
-    accepts blocks with ``write(start, csm, ...)`` and renames to ``path`` on ``close()``
-    (the temporary file is removed on ``abort()`` or an exception inside ``with``).
+    Opens a unique temporary name beside ``path`` (``gan_cli.data.cache.temp_path``), preallocates
+    chunked datasets for ``n`` samples of ``m`` mics, accepts blocks with ``write(start, csm, ...)``
+    and on ``close()`` stores each dataset's sha256 and ``complete = 1``, fsyncs and renames to
+    ``path`` (the temporary file is removed on ``abort()`` or an exception inside ``with``).
+    ``atomic=False`` writes ``path`` itself (for a caller that already writes to a temporary name).
     Refuses to overwrite an existing ``path`` unless ``force``.
     """
 
     def __init__(self, path: str | os.PathLike, n: int, m: int, *, reference_mic: int,
                  j_max: int | None = None, mic_positions: np.ndarray | None = None,
-                 attrs: dict[str, Any] | None = None, force: bool = False, chunk: int = 64):
+                 attrs: dict[str, Any] | None = None, force: bool = False, chunk: int = 64,
+                 atomic: bool = True):
         import h5py
+
+        from gan_cli.data.cache import temp_path
 
         self.path = Path(path)
         if self.path.exists() and not force:
             raise DataError(f"{self.path} already exists; pass --force to overwrite it or choose another -o FILE")
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.atomic = atomic
+        self.tmp = temp_path(self.path) if atomic else self.path
         self.reference_mic = int(reference_mic)
         ch = max(1, min(chunk, n))
         try:
@@ -190,8 +199,19 @@ class CsmH5Writer:
             f["strength"][sl] = np.asarray(strength, np.float32)
 
     def close(self) -> Path:
+        from gan_cli.data.cache import commit, fsync_path
+
+        try:
+            self.f.attrs["checksums"] = json.dumps(dataset_checksums(self.f), sort_keys=True)
+            self.f.attrs["complete"] = 1
+        except BaseException:
+            self.abort()
+            raise
         self.f.close()
-        os.replace(self.tmp, self.path)
+        if self.atomic:
+            commit(self.tmp, self.path)
+        else:
+            fsync_path(self.path)
         return self.path
 
     def abort(self) -> None:
@@ -225,6 +245,92 @@ def write_csm_h5(path: str | os.PathLike, csm: np.ndarray, *, reference_mic: int
                      mic_positions=mic_positions, attrs=attrs, force=force) as wr:
         wr.write(0, csm, eig, loc, num_sources, strength)
     return Path(path)
+
+
+# --------------------------------------------------------------------------- checks
+CHECKSUM_CHUNK_BYTES = 64 << 20
+
+
+def dataset_checksums(f) -> dict[str, str]:
+    """sha256 of the stored bytes of every top-level dataset of the open HDF5 file ``f``, read in chunks,
+    and (key ``attrs``) of its attributes other than ``checksums`` and ``complete``."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in f.attrs.keys() if k not in ("checksums", "complete")):
+        val = f.attrs[key]
+        h.update(key.encode() + b"=")
+        if isinstance(val, (str, bytes)):
+            h.update(val.encode() if isinstance(val, str) else val)
+        else:
+            arr = np.asarray(val)
+            h.update(arr.dtype.str.encode() + arr.tobytes())
+        h.update(b";")
+    out = {"attrs": h.hexdigest()}
+    for name in sorted(f.keys()):
+        d = f[name]
+        if not hasattr(d, "shape"):
+            continue
+        h = hashlib.sha256()
+        if d.shape == () or d.shape[0] == 0:
+            h.update(np.asarray(d[()]).tobytes())
+        else:
+            row = max(1, int(np.prod(d.shape[1:])) * d.dtype.itemsize)
+            step = max(1, CHECKSUM_CHUNK_BYTES // row)
+            if d.chunks:
+                step = max(d.chunks[0], step // d.chunks[0] * d.chunks[0])
+            for i in range(0, d.shape[0], step):
+                h.update(np.ascontiguousarray(d[i:i + step]).tobytes())
+        out[name] = h.hexdigest()
+    return out
+
+
+def verify_csm_file(path: str | os.PathLike, checksums: bool = True) -> None:
+    """Check a file in this project's layout before use; DataError (one line) when it fails.
+
+    Checks the format version, the ``complete`` mark, (with ``checksums``) every dataset's sha256
+    and the stored microphone geometry (``csm_sim.validate_geometry``). Files of format version 1
+    (written before the checks existed) pass on the version and geometry checks alone; files in
+    AcouPipe's layouts carry nothing to check and pass.
+    """
+    import h5py
+
+    path = Path(path)
+    if detect_format(path) != "hdf5":
+        return
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"cannot open {path} as HDF5 ({str(exc).splitlines()[0][:120]}); the file is truncated or corrupt, regenerate it") from None
+    fix = "regenerate it with `gan data csm`"
+    try:
+        if f.attrs.get("format") != FORMAT_NAME:
+            return
+        version = int(f.attrs.get("format_version", 1))
+        if version > FORMAT_VERSION:
+            raise DataError(f"{path} has format version {version}, newer than this gan-cli reads ({FORMAT_VERSION}); upgrade gan-cli")
+        if version >= 2:
+            if int(f.attrs.get("complete", 0)) != 1 or "checksums" not in f.attrs:
+                raise DataError(f"{path} is incomplete (its writer stopped before the end); {fix}")
+            if checksums:
+                try:
+                    stored = json.loads(f.attrs["checksums"])
+                except ValueError:
+                    raise DataError(f"{path}: its checksum record is unreadable; the file is corrupt, {fix}") from None
+                actual = dataset_checksums(f)
+                bad = sorted(k for k in set(stored) | set(actual) if stored.get(k) != actual.get(k))
+                if bad:
+                    raise DataError(f"{path}: dataset '{bad[0]}' fails its checksum; the file is corrupt, {fix}")
+        if "mic_positions" in f:
+            from gan_cli.data.csm_sim import validate_geometry
+
+            name = "csm" if "csm" in f else "csmtriu"
+            m = int(f[name].shape[-1]) if name in f else None
+            validate_geometry(np.asarray(f["mic_positions"], np.float64), expected_m=m, where=f"{path}: mic_positions")
+    except DataError:
+        raise
+    except Exception as exc:  # h5py raises many types for corrupt files
+        raise _data_error(path, exc) from exc
+    finally:
+        f.close()
 
 
 # --------------------------------------------------------------------------- readers

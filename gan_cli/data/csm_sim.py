@@ -147,16 +147,57 @@ def resolve_array(array: str) -> Path:
 def load_mic_positions(array: str, aperture: float | None = 1.0) -> np.ndarray:
     """Microphone positions ``(M, 3)`` in m, scaled to ``aperture`` (None keeps the file's size)."""
     path = resolve_array(array)
+    acoular = _acoular()
+    from traits.observation.api import pop_exception_handler, push_exception_handler
+
+    # acoular parses the file in a traits change handler, whose errors traits would print as a
+    # traceback and swallow; re-raised here, they become the one-line error below
+    push_exception_handler(lambda *args: None, reraise_exceptions=True)
     try:
-        mg = _acoular().MicGeom(file=str(path))
+        mg = acoular.MicGeom(file=str(path))
         pos = np.asarray(mg.pos, dtype=np.float64).T
     except Exception as exc:
-        raise ConfigError(f"cannot read microphone geometry {path} ({type(exc).__name__}); pass an acoular XML file with <pos Name x y z> elements") from exc
+        raise ConfigError(f"cannot read microphone geometry {path} ({type(exc).__name__}); pass an acoular XML file with <pos Name x y z> elements") from None
+    finally:
+        pop_exception_handler()
     if pos.shape[0] < 2:
         raise ConfigError(f"microphone geometry {path} has {pos.shape[0]} microphone(s); need at least 2")
+    validate_geometry(pos, where=f"microphone geometry {path}")
     if aperture is not None:
         pos = pos * (aperture / array_aperture(pos))
     return pos
+
+
+def validate_geometry(mic_positions: np.ndarray, expected_m: int | None = None,
+                      where: str = "microphone geometry") -> np.ndarray:
+    """``mic_positions`` as ``(M, 3)`` float64 when physically possible, else one-line DataError.
+
+    Refused: a shape other than ``(M, 3)`` with ``M >= 2``, NaN or infinite coordinates, a
+    microphone count other than ``expected_m`` (the CSMs' size), all microphones at one point, or
+    two microphones at the same position. Call it before any steering vector or beamforming map.
+    """
+    from gan_cli.errors import DataError
+
+    pos = np.asarray(mic_positions, dtype=np.float64)
+    fix = "give the geometry of the array that recorded the data (dataset.array) or regenerate the file"
+    if pos.ndim != 2 or pos.shape[1] != 3 or pos.shape[0] < 2:
+        raise DataError(f"{where} has shape {pos.shape}, expected (M, 3) with M >= 2 microphones; {fix}")
+    bad = ~np.isfinite(pos).all(axis=1)
+    if bad.any():
+        raise DataError(f"{where}: {int(bad.sum())} of {pos.shape[0]} microphone positions are NaN or infinite "
+                        f"(first: mic {int(np.argmax(bad))}); {fix}")
+    if expected_m is not None and pos.shape[0] != int(expected_m):
+        raise DataError(f"{where} has {pos.shape[0]} microphones but the CSMs are {expected_m} x {expected_m}; {fix}")
+    aperture = array_aperture(pos)
+    if not aperture > 0:
+        raise DataError(f"{where}: all {pos.shape[0]} microphones are at one point {pos[0].tolist()}; {fix}")
+    d = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))
+    d[np.diag_indices_from(d)] = np.inf
+    i, j = np.unravel_index(np.argmin(d), d.shape)
+    if d[i, j] <= 1e-9 * aperture:
+        raise DataError(f"{where}: microphones {min(i, j)} and {max(i, j)} are at the same position; {fix}")
+    return pos
+
 
 
 def array_aperture(mic_positions: np.ndarray) -> float:
@@ -282,12 +323,14 @@ class CsmSimulator:
         keys = ("csm", "eigenvalues", "eigenvectors", "loc", "num_sources", "strength")
         return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
-    def write(self, path: str | os.PathLike, force: bool = False, progress: bool = True) -> Path:
-        """Simulate block by block into ``path`` (project HDF5 layout, atomic)."""
+    def write(self, path: str | os.PathLike, force: bool = False, progress: bool = True,
+              atomic: bool = True) -> Path:
+        """Simulate block by block into ``path`` (project HDF5 layout; atomic unless ``atomic=False``,
+        for a caller that writes to a temporary name itself, see ``CsmH5Writer``)."""
         p = self.params
         with CsmH5Writer(path, p.num_samples, self.num_mics, reference_mic=self.reference_mic,
                          j_max=p.max_sources, mic_positions=self.mic_positions, attrs=self.attrs(),
-                         force=force) as wr:
+                         force=force, atomic=atomic) as wr:
             for blk in self.blocks(progress):
                 wr.write(blk["start"], blk["csm"], (blk["eigenvalues"], blk["eigenvectors"]),
                          blk["loc"], blk["num_sources"], blk["strength"])

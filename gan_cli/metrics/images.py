@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,22 +113,33 @@ def get_classifier(data: "ImageDataset", verbose: bool = True) -> tuple["keras.M
 
     pretext = data.num_classes < 2
     num_classes = PRETEXT_CLASSES if pretext else data.num_classes
+    from gan_cli.data.cache import build_once
+    from gan_cli.errors import DataError
+
     path = _cache_path(data, num_classes, pretext)
-    if path.exists():
+    trained: dict[str, float] = {}
+
+    def build(tmp: Path) -> None:
+        t0 = time.time()
+        model, trained["acc"] = _train_classifier(data, num_classes, pretext)
+        model.save(tmp)
+        trained["seconds"] = time.time() - t0
+
+    def load(file: Path) -> "keras.Model":
+        # a .keras file is a zip archive: a truncated file has no central directory, a changed byte
+        # fails its member's CRC-32; both make the load fail
         try:
-            return keras.models.load_model(path, compile=False), pretext, path
-        except Exception as exc:  # corrupt/partial cache: retrain
-            print(f"metric classifier cache {path} unreadable ({type(exc).__name__}); retraining")
-    t0 = time.time()
-    model, acc = _train_classifier(data, num_classes, pretext)
+            return keras.models.load_model(file, compile=False)
+        except Exception as exc:  # noqa: BLE001 - any failure means: rebuild
+            raise DataError(f"unreadable: {type(exc).__name__}") from None
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp{os.getpid()}_{path.name}")
-    model.save(tmp)
-    os.replace(tmp, path)  # atomic: concurrent runs never read a half-written file
-    if verbose:
+    # trained once per data set and architecture, even by many processes at once
+    model = build_once(path, build, load, what="metric classifier cache")
+    if trained and verbose:
         task = "flip/rotation pretext" if pretext else "class"
-        print(f"metric classifier for '{data.name}' ({task}, {num_classes} classes) trained in {time.time() - t0:.1f} s: "
-              f"held-out accuracy {acc:.3f}; cached at {path}")
+        print(f"metric classifier for '{data.name}' ({task}, {num_classes} classes) trained in {trained['seconds']:.1f} s: "
+              f"held-out accuracy {trained['acc']:.3f}; cached at {path}")
     return model, pretext, path
 
 
