@@ -91,8 +91,8 @@ def test_seed_default_sizes_from_yaml_and_gradients_flow():
     assert all(gr is not None and np.isfinite(gr.numpy()).all() for gr in grads)
 
 
-def test_conditional_rejected_and_layer_serialises():
-    with pytest.raises(ConfigError, match="unconditional"):
+def test_conditional_needs_several_lines_and_layer_serialises():
+    with pytest.raises(ConfigError, match="several frequency lines"):
         get_builder("csm_mlp")(CFG, FakeData(), 16, True)
     layer = CsmOutputTransform(representation="eigmode", reference_mic=3, orthonormal=True)
     clone = CsmOutputTransform.from_config(layer.get_config())
@@ -100,3 +100,18 @@ def test_conditional_rejected_and_layer_serialises():
     g, _ = get_builder("csm_mlp")(CFG, FakeData(), 16, False)
     again = keras.Model.from_config(g.get_config())
     assert again.output_shape == g.output_shape
+
+
+def test_conditional_model_takes_the_line_label():
+    """Several frequency lines: G([z, label]) and D([x, label]); the label changes both outputs."""
+    data = FakeData()
+    data.num_classes = 3
+    g, d = get_builder("csm_mlp")(CFG, data, 16, True)
+    z = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    y0, y2 = np.zeros(4, np.int32), np.full(4, 2, np.int32)
+    x0, x2 = np.asarray(g([z, y0])), np.asarray(g([z, y2]))
+    assert x0.shape == (4, 8, 8, 2) and not np.allclose(x0, x2)
+    norms = np.sqrt((x0[..., 0] ** 2 + x0[..., 1] ** 2).sum(axis=1))      # the output transform still applies
+    np.testing.assert_allclose(norms, 1.0, atol=1e-4)
+    assert np.asarray(d([x0, y0])).shape == (4, 1)
+    assert not np.allclose(np.asarray(d([x0, y0])), np.asarray(d([x0, y2])))

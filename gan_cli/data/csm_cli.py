@@ -86,6 +86,11 @@ def generate_command(output: str, force: bool, overrides: list[str]) -> int:
         sim.write(out, force=force, progress=True)
     dt = time.perf_counter() - t0
     size = out.stat().st_size / 2 ** 20
-    print(f"wrote {out}: {params.num_samples} {params.mode} CSMs, {sim.num_mics} mics ({params.array}), "
-          f"f={sim.frequency:.1f} Hz, ref mic {sim.reference_mic}, {size:.1f} MiB in {dt:.1f} s")
+    from gan_cli.data.csm_io import fmt_hz
+    from gan_cli.data.csm_sim import array_label
+
+    freqs = ", ".join(fmt_hz(f) for f in sim.frequencies)
+    lines = f"{len(sim.frequencies)} lines (N, F, M, M) at f={freqs} Hz" if len(sim.frequencies) > 1 else f"f={freqs} Hz"
+    print(f"wrote {out}: {params.num_samples} {params.mode} CSMs, {sim.num_mics} mics ({array_label(params.array)}), "
+          f"{lines}, ref mic {sim.reference_mic}, {size:.1f} MiB in {dt:.1f} s")
     return 0

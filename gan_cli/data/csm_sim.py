@@ -18,9 +18,14 @@ Physics (one frequency ``f``, wavenumber ``k = 2 pi f / c``):
   (``i = 0..M-1``) and ``T_ij ~ CN(0, 1)`` below the diagonal: the same distribution at
   ``O(M^3)`` instead of ``O(M^2 B)`` cost. For ``B < M`` ``A`` is drawn directly.
 
+Several frequencies (``dataset.frequency=[1000, 2000, 4000]``): every sample keeps its sources,
+strengths and noise variance at all ``F`` lines and is stored as ``(F, M, M)``, so a file holds
+``(N, F, M, M)`` with the line frequencies in its dataset ``f`` (``CsmH5Writer``).
+
 Randomness: per-sample parameters come from ``default_rng([seed, 0])`` for the whole set,
-Wishart noise from ``default_rng([seed, 1, block])`` per block of ``BLOCK`` samples, so a
-set is a pure function of its parameters.
+Wishart noise from ``default_rng([seed, 1, block])`` per block of ``BLOCK`` samples (line
+``k > 0`` of a multi-line set: ``[seed, 1, block, k]``), so a set is a pure function of its
+parameters.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ POISSON_MU = 3.0
 STRENGTH_SIGMA = 5.0   # Rayleigh sigma of q = p^2
 NOISE_RANGE = (1e-5, 0.1)
 MODES = ("analytic", "wishart")
+DEFAULT_HELMHOLTZ = 4.0625   # seed 000's He, used when neither dataset.helmholtz nor dataset.frequency is set
+POSITION_SUFFIXES = (".npy", ".csv", ".txt")
 
 
 @dataclass(frozen=True)
@@ -53,16 +60,20 @@ class SimParams:
     """Generation parameters (the ``conf/dataset/csm.yaml`` keys that shape the data).
 
     array: acoular geometry name (``tub_vogel64``, ``minidsp_uma-16``, any file in acoular's
-        ``xml/`` folder) or a path to an XML file with ``<pos Name x y z>`` elements.
+        ``xml/`` folder), a path to an XML file with ``<pos Name x y z>`` elements or to a
+        positions file (``.npy``, ``.csv``, ``.txt``: M rows of x y [z]), or the positions
+        themselves (a tuple of ``(x, y[, z])`` rows; see ``load_mic_positions``).
     aperture: rescale the geometry to this aperture in m (max pairwise mic distance);
         None keeps the file's size.
-    helmholtz: He = f * aperture / c, used when ``frequency`` is None.
+    helmholtz: He = f * aperture / c, used when ``frequency`` is None; a tuple gives several lines.
+    frequency: Hz (overrides helmholtz); a tuple of ``F`` values simulates ``F`` frequency
+        lines per sample (the same sources at every line, see ``CsmSimulator``).
     """
 
-    array: str = "tub_vogel64"
+    array: Any = "tub_vogel64"
     aperture: float | None = 1.0
-    helmholtz: float = 4.0625
-    frequency: float | None = None
+    helmholtz: Any = DEFAULT_HELMHOLTZ
+    frequency: Any = None
     c: float = 343.0
     mode: str = "wishart"
     snapshots: int = 1070
@@ -87,8 +98,23 @@ class SimParams:
                 kind = {int: "an integer", float: "a number", str: "a string"}[typ]
                 raise ConfigError(f"dataset.{key}={val!r} must be {kind}{' or null' if allow_none else ''}") from None
 
-        return cls(array=typed("array", str), aperture=typed("aperture", float, True),
-                   helmholtz=typed("helmholtz", float), frequency=typed("frequency", float, True),
+        def lines(key: str, default: Any):
+            """A number, a list of numbers (several frequency lines; one entry = a number) or null."""
+            val = cfg.get(key)
+            if val is None:
+                return default
+            if isinstance(val, (str, bytes)) or not hasattr(val, "__len__"):
+                return typed(key, float)
+            try:
+                vals = tuple(float(v) for v in val if not isinstance(v, bool))
+                if len(vals) != len(val) or not vals:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise ConfigError(f"dataset.{key}={list(val)!r} must be a number or a non-empty list of numbers") from None
+            return vals[0] if len(vals) == 1 else vals
+
+        return cls(array=array_spec(cfg.get("array")), aperture=typed("aperture", float, True),
+                   helmholtz=lines("helmholtz", DEFAULT_HELMHOLTZ), frequency=lines("frequency", None),
                    c=typed("c", float), mode=typed("mode", str), snapshots=typed("snapshots", int),
                    num_samples=typed("num_samples", int), max_sources=typed("max_sources", int),
                    reference_mic=typed("reference_mic", int, True), seed=typed("seed", int))
@@ -105,10 +131,13 @@ class SimParams:
             raise ConfigError(f"dataset.max_sources={self.max_sources} must be in [1, 64]")
         if self.c <= 0:
             raise ConfigError(f"dataset.c={self.c} must be > 0 (speed of sound in m/s)")
-        if self.frequency is None and not self.helmholtz > 0:
+        if self.frequency is None and not min(np.atleast_1d(self.helmholtz)) > 0:
             raise ConfigError(f"dataset.helmholtz={self.helmholtz} must be > 0 (or set dataset.frequency)")
-        if self.frequency is not None and not self.frequency > 0:
+        if self.frequency is not None and not min(np.atleast_1d(self.frequency)) > 0:
             raise ConfigError(f"dataset.frequency={self.frequency} must be > 0 Hz (or null to use helmholtz)")
+        if self.array is None:
+            raise ConfigError("dataset.array=null gives no microphone positions to simulate; name an acoular "
+                              "geometry (tub_vogel64, minidsp_uma-16, ...), a positions file or a list of [x, y, z]")
         if self.aperture is not None and not self.aperture > 0:
             raise ConfigError(f"dataset.aperture={self.aperture} must be > 0 m (or null to keep the file's size)")
 
@@ -141,11 +170,81 @@ def resolve_array(array: str) -> Path:
         if cand.is_file():
             return cand
     names = sorted(x.stem for x in acoular_xml_dir().glob("*.xml"))
-    raise ConfigError(f"unknown microphone array {array!r}; use a path to an XML geometry or one of: {', '.join(names)}")
+    raise ConfigError(f"unknown microphone array {array!r}; use a path to an XML geometry or positions file "
+                      f"(.npy/.csv/.txt), a list of [x, y, z], or one of: {', '.join(names)}")
 
 
-def load_mic_positions(array: str, aperture: float | None = 1.0) -> np.ndarray:
-    """Microphone positions ``(M, 3)`` in m, scaled to ``aperture`` (None keeps the file's size)."""
+def array_spec(val: Any) -> Any:
+    """``dataset.array`` as given -> a string (name or path), None, or a tuple of ``(x, y[, z])`` rows."""
+    if val is None or isinstance(val, str):
+        return val
+    try:
+        rows = tuple(tuple(float(v) for v in row) for row in val)
+    except (TypeError, ValueError):
+        raise ConfigError(f"dataset.array={val!r} must be an acoular geometry name, a file path or a list of "
+                          "[x, y, z] microphone positions in m") from None
+    return rows
+
+
+def array_label(array: Any) -> str:
+    """Short description of ``dataset.array`` for messages and file attributes."""
+    if isinstance(array, tuple):
+        return f"{len(array)} inline positions"
+    return str(array)
+
+
+def array_file(array: Any) -> str:
+    """File name of the geometry ``dataset.array`` names (``"inline"`` for a list of positions)."""
+    if isinstance(array, tuple):
+        return "inline"
+    if Path(str(array)).suffix.lower() in POSITION_SUFFIXES:
+        return Path(str(array)).name
+    return resolve_array(array).name
+
+
+def read_positions(array: Any) -> np.ndarray | None:
+    """Positions ``(M, 3)`` from an inline list or a ``.npy``/``.csv``/``.txt`` file (``M x 2`` rows get
+    ``z = 0``); None when ``array`` names an acoular geometry or an XML file instead."""
+    if isinstance(array, tuple):
+        where = "dataset.array"
+        pos = array
+    else:
+        p = Path(os.path.expanduser(str(array)))
+        if p.suffix.lower() not in POSITION_SUFFIXES:
+            return None
+        where = f"microphone positions file {p}"
+        if not p.is_file():
+            raise ConfigError(f"{where} does not exist; check dataset.array")
+        try:
+            if p.suffix.lower() == ".npy":
+                pos = np.load(p, allow_pickle=False)
+            else:
+                pos = np.loadtxt(p, delimiter="," if p.suffix.lower() == ".csv" else None, ndmin=2)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {where} ({str(exc).splitlines()[0][:120]}); write M rows of x y [z] in m") from None
+    try:
+        pos = np.asarray(pos, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} is not a table of numbers; give M rows of x y [z] in m") from None
+    if pos.ndim != 2 or pos.shape[1] not in (2, 3) or pos.shape[0] < 2:
+        raise ConfigError(f"{where} has shape {pos.shape}; give M >= 2 rows of x y [z] in m (M x 3 or M x 2)")
+    if pos.shape[1] == 2:
+        pos = np.concatenate([pos, np.zeros((pos.shape[0], 1))], axis=1)
+    return pos
+
+
+def load_mic_positions(array: Any, aperture: float | None = 1.0) -> np.ndarray:
+    """Microphone positions ``(M, 3)`` in m, scaled to ``aperture`` (None keeps the given size).
+
+    ``array``: an acoular geometry name or XML file, a ``.npy``/``.csv``/``.txt`` file or an inline
+    list of ``M`` rows ``(x, y[, z])`` (``array_spec``)."""
+    array = array_spec(array)
+    if array is None:
+        raise ConfigError("dataset.array is null; name the microphone array (an acoular geometry, a positions file or a list of [x, y, z])")
+    pos = read_positions(array)
+    if pos is not None:
+        validate_geometry(pos, where=f"microphone geometry {array_label(array)}")
+        return pos * (aperture / array_aperture(pos)) if aperture is not None else pos
     path = resolve_array(array)
     acoular = _acoular()
     from traits.observation.api import pop_exception_handler, push_exception_handler
@@ -199,7 +298,6 @@ def validate_geometry(mic_positions: np.ndarray, expected_m: int | None = None,
     return pos
 
 
-
 def array_aperture(mic_positions: np.ndarray) -> float:
     """Maximum pairwise distance of ``(M, 3)`` positions."""
     d = mic_positions[:, None, :] - mic_positions[None, :, :]
@@ -234,18 +332,24 @@ class CsmSimulator:
             raise ConfigError(f"dataset.reference_mic={params.reference_mic} is out of range for {m} microphones; use 0..{m - 1} or null (= {m - 1})")
         self.reference_mic = ref
         self.aperture = array_aperture(self.mic_positions)
-        self.frequency = (float(params.frequency) if params.frequency is not None
-                          else params.helmholtz * params.c / self.aperture)
+        given = params.frequency if params.frequency is not None else params.helmholtz
+        scale = 1.0 if params.frequency is not None else params.c / self.aperture
+        # the frequency of every line (Hz); ``frequency`` is the only one of a one-line set, else None
+        self.frequencies = [float(x) * scale for x in np.atleast_1d(given)]
+        self.frequency = self.frequencies[0] if len(self.frequencies) == 1 else None
 
     def attrs(self) -> dict[str, Any]:
         """HDF5 attributes describing the set."""
         p = asdict(self.params)
+        he = [f * self.aperture / self.params.c for f in self.frequencies]
+        array = self.params.array
         p.update(frequency=self.frequency, reference_mic=self.reference_mic, aperture=self.aperture,
-                 helmholtz=self.frequency * self.aperture / self.params.c,
+                 helmholtz=he[0] if len(he) == 1 else np.asarray(he), array=array_label(array),
+                 num_lines=len(self.frequencies),
                  source_std=SOURCE_STD, source_bound=SOURCE_BOUND, plane_z=PLANE_Z,
                  poisson_mu=POISSON_MU, strength_sigma=STRENGTH_SIGMA, noise_min=NOISE_RANGE[0],
                  noise_max=NOISE_RANGE[1], num_mics=self.num_mics,
-                 array_file=str(resolve_array(self.params.array).name),
+                 array_file=array_file(array),
                  steering="acoular SteeringVector.transfer, monopole, ref = reference mic position",
                  strength_unit="Pa^2 at the reference mic")
         return p
@@ -269,13 +373,16 @@ class CsmSimulator:
         noise_var = np.nansum(q, axis=1) * noise_frac
         return num, loc, q, noise_var
 
-    def exact_csm(self, loc: np.ndarray, q: np.ndarray, noise_var: np.ndarray) -> np.ndarray:
-        """``C = H diag(q) H^H + sigma^2 I``: ``(n, M, M)`` complex128 from NaN-padded inputs."""
+    def exact_csm(self, loc: np.ndarray, q: np.ndarray, noise_var: np.ndarray,
+                  frequency: float | None = None) -> np.ndarray:
+        """``C = H diag(q) H^H + sigma^2 I``: ``(n, M, M)`` complex128 from NaN-padded inputs, at
+        ``frequency`` (default: the set's first line)."""
         n, jmax = q.shape
         valid = ~np.isnan(q)
         h = np.zeros((n, jmax, self.num_mics), np.complex128)
+        freq = self.frequencies[0] if frequency is None else float(frequency)
         if valid.any():
-            h[valid] = transfer(self.mic_positions, loc[valid], self.frequency, self.params.c, self.reference_mic)
+            h[valid] = transfer(self.mic_positions, loc[valid], freq, self.params.c, self.reference_mic)
         g = h * np.sqrt(np.where(valid, q, 0.0))[..., None]            # (n, J, M)
         c = np.swapaxes(g, -1, -2) @ g.conj()                          # sum_j q_j h_j h_j^H (n, M, M)
         c[:, np.arange(self.num_mics), np.arange(self.num_mics)] += noise_var[:, None]
@@ -297,7 +404,11 @@ class CsmSimulator:
         return (x @ np.conj(np.swapaxes(x, -1, -2))) / b
 
     def blocks(self, progress: bool = False) -> Iterator[dict[str, np.ndarray]]:
-        """Yield blocks ``{start, csm (n,M,M) c128, eigenvalues, eigenvectors, loc, num_sources, strength}``."""
+        """Yield blocks ``{start, csm (n,M,M) c128, eigenvalues, eigenvectors, loc, num_sources, strength}``.
+
+        With ``F > 1`` frequencies ``csm`` is ``(n, F, M, M)`` (eigenvalues ``(n, F, M)``): the same
+        sources, strengths and noise variance at every line, an independent Wishart draw per line
+        (line 0 from the one-line seed ``[seed, 1, block]``, line ``k > 0`` from ``[seed, 1, block, k]``)."""
         from tqdm.auto import tqdm
 
         num, loc, q, noise_var = self.draw_sources()
@@ -307,9 +418,13 @@ class CsmSimulator:
         try:
             for bi, start in enumerate(range(0, n, BLOCK)):
                 sl = slice(start, min(n, start + BLOCK))
-                c = self.exact_csm(loc[sl], q[sl], noise_var[sl])
-                if self.params.mode == "wishart":
-                    c = self.wishart(c, np.random.default_rng([self.params.seed, 1, bi]))
+                per_line = []
+                for k, freq in enumerate(self.frequencies):
+                    c = self.exact_csm(loc[sl], q[sl], noise_var[sl], freq)
+                    if self.params.mode == "wishart":
+                        c = self.wishart(c, np.random.default_rng([self.params.seed, 1, bi] + ([k] if k else [])))
+                    per_line.append(c)
+                c = per_line[0] if len(per_line) == 1 else np.stack(per_line, axis=1)
                 w, v = canonical_eig(c, self.reference_mic)
                 yield dict(start=start, csm=c, eigenvalues=w, eigenvectors=v, loc=loc[sl],
                            num_sources=num[sl], strength=q[sl])
@@ -330,7 +445,8 @@ class CsmSimulator:
         p = self.params
         with CsmH5Writer(path, p.num_samples, self.num_mics, reference_mic=self.reference_mic,
                          j_max=p.max_sources, mic_positions=self.mic_positions, attrs=self.attrs(),
-                         force=force, atomic=atomic) as wr:
+                         force=force, atomic=atomic,
+                         frequencies=self.frequencies if len(self.frequencies) > 1 else None) as wr:
             for blk in self.blocks(progress):
                 wr.write(blk["start"], blk["csm"], (blk["eigenvalues"], blk["eigenvectors"]),
                          blk["loc"], blk["num_sources"], blk["strength"])

@@ -20,6 +20,8 @@ from gan_cli.errors import ConfigError
 from gan_cli.models.activations import LeakyReLUFromOutput
 from gan_cli.models.conv_max_pool import SPARSE_MIN_POSITIONS, ConvLeakyMaxPool, pooled_positions
 
+LABEL_EMBEDDING = 32   # width of G's learned label (frequency line) embedding
+
 
 @keras.saving.register_keras_serializable(package="gan_cli")
 class CsmOutputTransform(keras.layers.Layer):
@@ -109,10 +111,15 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
     """Generator and critic for ``data.sample_shape`` ``(M, M, C)`` (see module docstring).
 
     ``cfg``: the ``model`` config node (``conf/model/csm_mlp.yaml``); missing keys take the
-    seed defaults. Raises ConfigError when ``conditional`` (CSM data has no labels).
+    seed defaults. ``conditional`` (a multi-line set, ``dataset.freq_index=all``: the label is the
+    frequency line): G takes ``[z, label]`` and concatenates a learned ``LABEL_EMBEDDING``-dim
+    embedding of the label to ``z``; D takes ``[x, label]`` and adds a projection term
+    ``<embed(label), features>`` to its logit (projection discriminator, Miyato & Koyama 2018).
     """
-    if conditional:
-        raise ConfigError("model csm_mlp is unconditional (CSM data has no labels); set conditional=false")
+    k = int(getattr(data, "num_classes", 0) or 0)
+    if conditional and k < 2:
+        raise ConfigError("model.conditional=true needs several frequency lines; set dataset.freq_index=all "
+                          "(or a list) on a multi-line file, or model.conditional=false")
     shape = tuple(int(s) for s in data.sample_shape)
     if len(shape) != 3:
         raise ConfigError(f"model csm_mlp needs (M, M, C) samples, got {shape}; use dataset=csm")
@@ -145,6 +152,9 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
 
     z = keras.Input((int(latent_dim),), name="z")
     h = z
+    if conditional:
+        y = keras.Input((), dtype="int32", name="label")
+        h = keras.layers.Concatenate(name="g_cond")([z, keras.layers.Embedding(k, LABEL_EMBEDDING, name="g_label")(y)])
     for i, units in enumerate(hidden):
         h = keras.layers.Dense(int(units), name=f"g_dense{i}")(h)
         nl = _norm_layer(norm, f"g_norm{i}")
@@ -159,7 +169,7 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
     transform = data.output_transform()
     if transform is not None:
         out = transform(out)
-    generator = keras.Model(z, out, name="csm_generator")
+    generator = keras.Model([z, y] if conditional else z, out, name="csm_generator")
 
     def sn(layer):  # spectral normalisation (Miyato et al. 2018) of the critic's kernels
         from gan_cli.models.spectral import SpectralNorm
@@ -189,5 +199,9 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
     if dropout > 0:
         h = keras.layers.Dropout(dropout, name="d_dropout")(h)
     logits = sn(keras.layers.Dense(1, name="d_logits"))(h)
-    critic = keras.Model(x, logits, name="csm_critic")
+    if conditional:
+        yd = keras.Input((), dtype="int32", name="label")
+        emb = keras.layers.Embedding(k, int(h.shape[-1]), name="d_label")(yd)
+        logits = keras.layers.Add(name="d_projection")([logits, keras.layers.Dot(axes=1, name="d_label_dot")([h, emb])])
+    critic = keras.Model([x, yd] if conditional else x, logits, name="csm_critic")
     return generator, critic
