@@ -130,17 +130,48 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return _fail(f"-n must be >= 1, got {args.n}")
     cfg, data, gan = load_for_inference(Path(args.run))
     labels = None
+    if args.frequency is not None:
+        if args.label is not None:
+            return _fail("give --label K or --frequency HZ, not both")
+        label = _frequency_label(data, args.frequency)
+        if label is not None:
+            args.label = label
+    lines = getattr(data, "line_frequencies", None) if gan.conditional else None
+    n = args.n
+    if args.label is None and lines:   # a multi-line CSM model: n samples of every line, (n, L, M, M)
+        labels = np.tile(np.arange(len(lines), dtype=np.int32), args.n)
+        n = args.n * len(lines)
     if args.label is not None:
         if not gan.conditional:
             return _fail("--label needs a conditional model (model.conditional=true)")
         if not 0 <= args.label < data.num_classes:
             return _fail(f"--label must be in 0..{data.num_classes - 1}, got {args.label}")
         labels = np.full(args.n, args.label, np.int32)
-    fake, labels = gan.sample(args.n, seed=args.seed, labels=labels)
+    fake, labels = gan.sample(n, seed=args.seed, labels=labels)
     out.parent.mkdir(parents=True, exist_ok=True)
     data.write_samples(fake, labels, out)
-    print(f"wrote {args.n} samples to {out}")
+    if lines and args.label is None:
+        print(f"wrote {args.n} samples of each of {len(lines)} frequency lines to {out}")
+    elif lines:
+        print(f"wrote {args.n} samples at {lines[args.label]:.10g} Hz (label {args.label}) to {out}")
+    else:
+        print(f"wrote {args.n} samples to {out}")
     return 0
+
+
+def _frequency_label(data, frequency: float) -> int | None:
+    """``--frequency HZ`` -> the label of that trained line (None: the model's only line); UserError otherwise."""
+    lines = getattr(data, "line_frequencies", None)
+    single = getattr(data, "frequency", None)
+    trained = [float(f) for f in lines] if lines else ([float(single)] if single else [])
+    if not trained:
+        raise UserError("--frequency applies to CSM runs whose data has a known frequency; this run's has none")
+    k = min(range(len(trained)), key=lambda i: abs(trained[i] - frequency))
+    if abs(trained[k] - frequency) > 1e-3 * trained[k]:
+        listed = ", ".join(f"{f:.10g}" for f in trained)
+        raise UserError(f"--frequency {frequency:g} Hz is not a trained line; this run's line(s): {listed} Hz"
+                        + (" (or pass --label K)" if lines else ""))
+    return k if lines else None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -285,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
     p.add_argument("-o", "--output", required=True, help="output file (.npy; .png for images; .h5 for csm)")
     p.add_argument("--label", type=int, default=None, help="class to generate (conditional models)")
+    p.add_argument("--frequency", type=float, default=None, metavar="HZ",
+                   help="CSM runs: the frequency line to generate (one of the trained lines)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p = sub.add_parser("evaluate", help="print the quality metrics of a run's last checkpoint as JSON")

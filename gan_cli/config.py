@@ -234,6 +234,9 @@ def resolve(cfg: DictConfig, data) -> DictConfig:
     """A copy of ``cfg`` with every null recommendation filled in for ``data``."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     with open_dict(cfg):
+        if data.kind == "csm" and data.num_classes >= 2 and not cfg.model.get("conditional", False):
+            # several frequency lines (dataset.freq_index=all or a list): one model conditioned on the line
+            cfg.model.conditional = True
         if cfg.train.n_critic is None:
             cfg.train.n_critic = int(cfg.loss.get("default_n_critic", 1))
         for key, value in data.default_train.items():  # steps, batch_size, eval_every, checkpoint_every, spe
