@@ -202,7 +202,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     run = Path(args.run)
     if run.is_file():
         return _fail(f"{run} is a file; gan resume takes the run folder (the one holding checkpoints/)")
-    ckpt = latest_checkpoint(run)  # checked before the slow TensorFlow import
+    ckpt = latest_checkpoint(run, warn=False)  # checked before the slow TensorFlow import; train() warns
     cfg = read_config(ckpt)
     _quiet_tensorflow()
     from gan_cli.train import train
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train a GAN: gan train [-m] [OVERRIDE ...] (a Hydra app: gan train --help)",
                    add_help=False)
     p = sub.add_parser("sample", help="write generated samples from a run's last checkpoint")
-    p.add_argument("run", help="run folder or checkpoint .npz")
+    p.add_argument("run", help="run folder or checkpoint .h5")
     p.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
     p.add_argument("-o", "--output", required=True, help="output file (.npy; .png for images; .h5 for csm)")
     p.add_argument("--label", type=int, default=None, help="class to generate (conditional models)")
@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p = sub.add_parser("evaluate", help="print the quality metrics of a run's last checkpoint as JSON")
-    p.add_argument("run", help="run folder or checkpoint .npz")
+    p.add_argument("run", help="run folder or checkpoint .h5")
     p.add_argument("--num-samples", type=int, default=None, help="samples to score (default: the run's metrics.num_samples)")
     p = sub.add_parser("resume", help="continue an interrupted run in its own folder")
     p.add_argument("run", help="run folder")

@@ -11,6 +11,7 @@ defaults list.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,9 @@ def validate(cfg: DictConfig) -> None:
     _check_nan_policy(cfg.train)
     if cfg.train.logger not in (None, *LOGGERS):
         raise ConfigError(f"train.logger '{cfg.train.logger}' unknown; valid: null, {', '.join(LOGGERS)}")
+    if cfg.train.logger == "mlflow" and importlib.util.find_spec("mlflow") is None:
+        raise ConfigError('train.logger=mlflow needs MLflow: pip install "gan-cli[mlflow]" (or pip install mlflow), '
+                          "or remove train.logger")
     if not (isinstance(cfg.train.jit_compile, bool) or cfg.train.jit_compile == "auto"):
         raise ConfigError(f"train.jit_compile must be true, false or auto, got {cfg.train.jit_compile!r}")
     from gan_cli.precision import check_setting

@@ -244,6 +244,17 @@ def _signals_ignored():
             signal.signal(sig, previous)
 
 
+@contextlib.contextmanager
+def _ends_tracker(tracker):
+    """Mark the experiment-tracking run failed when training raises."""
+    try:
+        yield
+    except BaseException:
+        if tracker is not None:
+            tracker.finish(status="FAILED")
+        raise
+
+
 def _state(gan) -> list:
     """An in-memory copy of everything a checkpoint holds (used to roll back before the first checkpoint)."""
     from gan_cli.checkpoint import state_groups
@@ -423,12 +434,18 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
 
         tensorboard = TensorBoardCallback(run_dir, data, monitor)
     extra = [tensorboard] if tensorboard is not None else []
+    tracker = None
+    if cfg.train.get("logger") == "mlflow":  # params now, metrics per evaluation, artifacts at the end
+        from gan_cli.report.mlflow_logger import MlflowLogger
+
+        tracker = MlflowLogger(run_dir, cfg, monitor)
+        extra.append(tracker)
     from gan_cli import objective
 
     extra += [c for c in [objective.callback(monitor, cfg.metrics.get("objective"), data.name)] if c is not None]
     initial = _state(gan) if cfg.train.on_nan == "rollback" else []  # for a rollback before the first checkpoint
     position, rollbacks, hard_stop = start, 0, False
-    with _GracefulStop() as stop:
+    with _GracefulStop() as stop, _ends_tracker(tracker):
         while True:
             try:
                 _fit(gan, data, cfg, monitor, position, stop, extra)
@@ -487,6 +504,8 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
                 saved = "weights not finite, so no checkpoint written"
         print(f"interrupted ({name}) at step {step}; {saved}. Continue with: gan resume {run_dir}",
               file=sys.stderr)
+        if tracker is not None:
+            tracker.finish(status="KILLED")
         raise SystemExit(143 if signum == signal.SIGTERM else 130)
 
     final = monitor.last_row
@@ -499,4 +518,6 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
         tensorboard.close()  # logs a final row evaluated outside fit
     if cfg.train.report:
         _write_report(run_dir)
+    if tracker is not None:
+        tracker.finish(gan)
     return {k: v for k, v in final.items() if isinstance(v, (int, float)) and v is not None}

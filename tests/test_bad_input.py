@@ -202,13 +202,13 @@ def test_disk_full_while_checkpointing_leaves_no_partial_file(tmp_path, monkeypa
     import gan_cli.checkpoint as ckpt_mod
     from gan_cli.train import train
 
-    real_savez = np.savez
+    real_write = ckpt_mod._write_file
 
-    def savez_then_fail(fh, **arrays):
-        real_savez(fh, **arrays)  # the bytes are written, then the disk fills up
-        raise OSError(errno.ENOSPC, "No space left on device", str(getattr(fh, "name", "ckpt")))
+    def write_then_fail(path, arrays, attrs):
+        real_write(path, arrays, attrs)  # the bytes are written, then the disk fills up
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(ckpt_mod.np, "savez", savez_then_fail)
+    monkeypatch.setattr(ckpt_mod, "_write_file", write_then_fail)
     with pytest.raises(UserError) as info:
         train(compose([*TINY, "train.steps=10", "train.eval_every=10"]), tmp_path / "run")
     message = str(info.value)
@@ -267,11 +267,11 @@ def test_run_folder_without_checkpoints(tmp_path, capsys, command):
 def test_resume_bad_targets(tmp_path, capsys, case):
     target = tmp_path / "run"
     if case == "checkpoint_file":
-        target = tmp_path / "ckpt_00000010.npz"
-        target.write_bytes(b"PK")
+        target = tmp_path / "ckpt_00000010.h5"
+        target.write_bytes(b"\x89HDF")
     elif case == "truncated_checkpoint":
         (target / "checkpoints").mkdir(parents=True)
-        (target / "checkpoints" / "ckpt_00000010.npz").write_bytes(b"PK\x03\x04 truncated")
+        (target / "checkpoints" / "ckpt_00000010.h5").write_bytes(b"\x89HDF\r\n\x1a\n truncated")
     assert cli.main(["resume", str(target)]) == 2
     line = _one_error_line(capsys.readouterr().err)
     needle = {"missing_folder": "does not exist", "checkpoint_file": "gan resume takes the run folder",

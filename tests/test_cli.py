@@ -40,7 +40,7 @@ def test_train_writes_run_folder(ring_run):
     for key in ("d_loss", "g_loss", "modes", "high_quality", "reverse_kl", "kl", "js"):
         assert key in rows[-1]
     assert 0 <= rows[-1]["high_quality"] <= 1 and 0 <= rows[-1]["modes"] <= 8
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt_00000010.npz", "ckpt_00000020.npz"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt_00000010.h5", "ckpt_00000020.h5"]
     assert len(list((run_dir / "samples").glob("step_*.npz"))) == 2
     assert "done: step 20" in out.stderr
     # the run report is written at the end of gan train
@@ -63,7 +63,7 @@ def test_sample_and_evaluate(ring_run, tmp_path):
     metrics = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert metrics["step"] == 20 and {"modes", "high_quality", "reverse_kl", "kl", "js"} <= set(metrics)
     # the same from the checkpoint file alone
-    ckpt = run_dir / "checkpoints" / "ckpt_00000020.npz"
+    ckpt = run_dir / "checkpoints" / "ckpt_00000020.h5"
     out = run_gan(["evaluate", str(ckpt)], cwd=tmp_path)
     assert out.returncode == 0 and json.loads(out.stdout)["modes"] == metrics["modes"]
 

@@ -52,8 +52,13 @@ def _wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path, min_step: int, t
 
 
 def _arrays(ckpt: Path) -> dict:
-    with np.load(ckpt) as f:
-        return {k: f[k].copy() for k in f.files if k.startswith(("g/", "d/", "g_opt/", "d_opt/"))}
+    """The checkpoint's arrays by name (``g/dense/kernel``, ``d_opt/iteration``, ...)."""
+    import h5py
+
+    out = {}
+    with h5py.File(ckpt, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return {k: v for k, v in out.items() if k.startswith(("g/", "d/", "g_opt/", "d_opt/"))}
 
 
 def _rows(run_dir: Path) -> list[dict]:
@@ -108,7 +113,7 @@ def test_sigkill_halfway_then_resume_matches_an_uninterrupted_run(faults):
     assert len(fresh_dirs) == 1
     fresh = fresh_dirs[0]
     assert _rows(fresh) == _rows(run_dir)  # same losses and quality metrics at every step
-    a, b = _arrays(run_dir / "checkpoints" / "ckpt_00000400.npz"), _arrays(fresh / "checkpoints" / "ckpt_00000400.npz")
+    a, b = _arrays(run_dir / "checkpoints" / "ckpt_00000400.h5"), _arrays(fresh / "checkpoints" / "ckpt_00000400.h5")
     assert a.keys() == b.keys() and len(a) > 8
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
@@ -147,12 +152,43 @@ def test_resume_cleans_up_after_a_crash_mid_write(tmp_path):
 
     cfg = compose([*TINY, "train.deterministic=true"])
     train(compose([*TINY, "train.deterministic=true", "train.steps=10"]), tmp_path)
-    (tmp_path / "checkpoints" / "ckpt_00000020.npz.tmp").write_bytes(b"PK\x03\x04 half")
+    (tmp_path / "checkpoints" / "ckpt_00000020.h5.tmp").write_bytes(b"\x89HDF\r\n half")
     with open(tmp_path / "metrics.jsonl", "a") as fh:
         fh.write('{"step": 20, "d_loss": 1.3')
     train(cfg, tmp_path, resume=True)
     assert [r["step"] for r in _rows(tmp_path)] == [10, 20]
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["ckpt_00000010.npz", "ckpt_00000020.npz"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["ckpt_00000010.h5", "ckpt_00000020.h5"]
+
+
+def test_resume_falls_back_from_a_corrupt_latest_checkpoint(tmp_path, capsys):
+    """A truncated newest checkpoint: resume says so in one line, continues from the previous one and
+    ends with the final metrics of the uninterrupted run."""
+    from gan_cli.cli import main
+    from gan_cli.train import train
+
+    run = tmp_path / "run"
+    reference = train(compose([*TINY, "train.deterministic=true", "train.keep_checkpoints=2"]), run)
+    newest = run / "checkpoints" / "ckpt_00000020.h5"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    capsys.readouterr()
+    assert main(["resume", str(run)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "ckpt_00000020.h5 is unreadable" in warnings[0], warnings
+    assert "using the previous checkpoint ckpt_00000010.h5" in warnings[0]
+    assert [r["step"] for r in _rows(run)] == [10, 20]
+    final = _rows(run)[-1]
+    assert {k: final[k] for k in reference if k != "time"} == {k: v for k, v in reference.items() if k != "time"}
+
+
+def test_old_npz_checkpoints_are_a_one_line_error(tmp_path, capsys):
+    from gan_cli.cli import main
+
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "ckpt_00000010.npz").write_bytes(b"PK\x03\x04")
+    for argv in (["resume", str(tmp_path / "run")], ["evaluate", str(tmp_path / "run")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "older gan-cli (ckpt_*.npz" in err
 
 
 # ------------------------------------------------------------------ NaN / Inf
@@ -198,9 +234,9 @@ def test_nan_stop_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, po
     message = str(info.value)
     assert info.value.exit_code == 2 and "\n" not in message
     assert needle in message and "train.on_nan=stop" in message and "train.on_nan=rollback" in message
-    assert "ckpt_00000010.npz is kept" in message
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000005.npz", "ckpt_00000010.npz"]
-    for value in _arrays(tmp_path / "checkpoints" / "ckpt_00000010.npz").values():
+    assert "ckpt_00000010.h5 is kept" in message
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000005.h5", "ckpt_00000010.h5"]
+    for value in _arrays(tmp_path / "checkpoints" / "ckpt_00000010.h5").values():
         assert np.all(np.isfinite(value))
 
 
@@ -215,9 +251,8 @@ def test_nan_rollback_lowers_the_learning_rates_and_finishes(tmp_path, poison_at
     assert "rolled back to step 10" in err and "rollback 1 of at most 3" in err
     assert [r["step"] for r in _rows(tmp_path)] == [5, 10, 15, 20]
     cfg_lr = float(compose(["optimizer=adam"]).optimizer.generator.lr)
-    with np.load(tmp_path / "checkpoints" / "ckpt_00000020.npz") as f:
-        lrs = [float(f[k]) for k in f.files if k.startswith(("g_opt/", "d_opt/")) and f[k].ndim == 0
-               and f[k].dtype.kind == "f"]
+    arrays = _arrays(tmp_path / "checkpoints" / "ckpt_00000020.h5")
+    lrs = [float(arrays[k]) for k in ("g_opt/learning_rate", "d_opt/learning_rate")]
     assert lrs and all(lr == pytest.approx(cfg_lr * 0.25) for lr in lrs)  # stored, so a resume keeps them
 
 

@@ -30,8 +30,12 @@ def test_maxout_discriminator_uniform_latent_and_label_smoothing(tmp_path):
 
 
 def _weights(run_dir):
-    with np.load(sorted((run_dir / "checkpoints").glob("*.npz"))[-1]) as f:
-        return {k: f[k].copy() for k in f.files if k.startswith(("g/", "d/", "g_opt/", "d_opt/"))}
+    import h5py
+
+    out = {}
+    with h5py.File(sorted((run_dir / "checkpoints").glob("*.h5"))[-1], "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return {k: v for k, v in out.items() if k.startswith(("g/", "d/", "g_opt/", "d_opt/"))}
 
 
 def test_wgan_clips_every_critic_weight(tmp_path):
