@@ -18,8 +18,11 @@ Scenarios (the functions are imported by ``tests/test_chaos.py`` with small coun
   clear the ``complete`` mark, edit an attribute; a cache must be rebuilt, a user file refused (exit 2).
 * ``concurrent_sweeps`` (``--sweeps``): two ``gan train -m`` sweeps at once (one with joblib, n_jobs=2)
   into different folders on one fresh data folder: every job DONE, one cache, identical metrics.
-* ``kill_checkpoint_writes`` (``--checkpoint-kills``): SIGKILL ``gan train`` at random moments of a run
-  that writes a checkpoint every 20 steps, then ``gan resume``: the final metrics equal an uninterrupted run's.
+* ``sweep_with_a_corrupt_file``: a sweep over a good and a corrupted user file: one job DONE, one FAILED with
+  the one-line cause, a non-zero exit naming it (``--sweeps``: with the joblib launcher).
+* ``kill_checkpoint_writes`` (``--checkpoint-kills``): SIGKILL ``gan train`` as a checkpoint is being written or
+  at a random moment, then ``gan resume``: the final metrics equal an uninterrupted run's; a truncated newest
+  checkpoint makes ``gan resume`` fall back to the previous one and say so.
 """
 
 from __future__ import annotations
@@ -430,16 +433,49 @@ def concurrent_sweeps(work: Path, seeds: str = "1,2") -> Result:
     return res
 
 
-CKPT_RUN = ["dataset=ring", "train.steps=200", "train.eval_every=20", "train.checkpoint_every=20",
+def sweep_with_a_corrupt_file(work: Path, launcher: str = "basic") -> Result:
+    """A sweep over a good and a corrupted data file (``dataset.path=GOOD,BAD``): the good job ends DONE, the
+    other FAILED with the one-line cause, and the sweep exits non-zero naming it, without a traceback."""
+    from gan_cli.data.csm_cli import generate_command
+
+    data = work / "failsweepdata"
+    good, bad = work / "good.h5", work / "bad.h5"
+    with data_dir(data):
+        generate_command(str(good), True, ["array=minidsp_uma-16", "num_samples=256"])
+    shutil.copy(good, bad)
+    _corrupt(bad, "zero the geometry", random.Random(0))
+    extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+    out = _gan(["train", "-m", *SWEEP, f"dataset.path={good},{bad}", f"hydra.sweep.dir={work / 'failsweep'}", *extra],
+               data, work)
+    jobs = work / "failsweep"
+    last = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ""
+    ok = (out.returncode != 0 and (jobs / "0" / "DONE").is_file() and (jobs / "1" / "FAILED").is_file()
+          and "bad.h5" in last and "fails its checksum" in last and not _traceback(out.stderr))
+    res = Result(f"sweep ({launcher} launcher) over a good and a corrupted data file")
+    res.add(f"exit {out.returncode}, good job DONE, bad job FAILED in one line" if ok else "dishonest end", wrong=not ok,
+            note=out.stderr[-600:])
+    return res
+
+
+CKPT_RUN = ["dataset=ring", "train.steps=400", "train.eval_every=20", "train.checkpoint_every=20",
             "train.steps_per_execution=20", "train.batch_size=32", "metrics.num_samples=200", "train.progress=false",
             "dataset.num_samples=2000", "train.deterministic=true", "train.report=false"]
 
 
-def kill_checkpoint_writes(work: Path, kills: int = 1, seed: int = 0) -> Result:
-    """SIGKILL ``gan train`` at a random moment of a run that checkpoints every 20 steps, then ``gan resume``:
-    the resumed run ends DONE with the final metrics of an uninterrupted run."""
-    from gan_cli.checkpoint import list_checkpoints
+def _checkpoint_files(run: Path) -> tuple[list[Path], list[Path]]:
+    """(complete checkpoints, temporaries) in ``run/checkpoints``, by name alone."""
+    folder = run / "checkpoints"
+    names = sorted(folder.iterdir()) if folder.is_dir() else []
+    temps = [p for p in names if "tmp" in p.name]
+    return [p for p in names if p.name.startswith("ckpt_") and p not in temps], temps
 
+
+def kill_checkpoint_writes(work: Path, kills: int = 2, seed: int = 0) -> Result:
+    """SIGKILL ``gan train`` (a run that checkpoints every 20 steps) at the moment a checkpoint's temporary file
+    appears after the first complete checkpoint (even tries) or at a random moment after the first checkpoint
+    (odd tries), then ``gan resume``:
+    the resumed run must end DONE with the final metrics of an uninterrupted run. Then the newest checkpoint of
+    a finished run is truncated: ``gan resume`` must fall back to the one before, say so, and end the same."""
     rng = random.Random(seed + 4)
     data = work / "ckptdata"
     ref_dir = work / "ckpt_ref"
@@ -452,26 +488,43 @@ def kill_checkpoint_writes(work: Path, kills: int = 1, seed: int = 0) -> Result:
         return {k: v for k, v in rows[-1].items() if k != "time"}
 
     want = last(ref_dir)
-    res = Result("SIGKILL during training/checkpoint writes, then `gan resume`")
+    res = Result("SIGKILL during training / checkpoint writes, then `gan resume`")
     for i in range(kills):
         run = work / f"ckpt{i}"
         proc = subprocess.Popen([sys.executable, "-m", "gan_cli.cli", "train", *CKPT_RUN, f"hydra.run.dir={run}"],
                                 cwd=work, env=_env(data), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 300
-        while proc.poll() is None and not list_checkpoints(run) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, 2.0))  # anywhere in the following blocks, checkpoint writes included
+        at_write = i % 2 == 0
+        while proc.poll() is None and time.monotonic() < deadline:
+            done, temps = _checkpoint_files(run)
+            if done and (temps or not at_write):  # a write after the first complete checkpoint (or any moment)
+                break
+            if not at_write:
+                time.sleep(0.005)
+        if not at_write:
+            time.sleep(rng.uniform(0, 1.0))
         killed = proc.poll() is None
         if killed:
             proc.send_signal(signal.SIGKILL)
         proc.communicate()
+        hit_write = bool(_checkpoint_files(run)[1])
         if not killed:
             res.add("finished before the kill")
             continue
         again = _gan(["resume", str(run)], data, work)
         ok = again.returncode == 0 and (run / "DONE").is_file() and last(run) == want
-        res.add("resumed to the uninterrupted result" if ok else "resume failed or differs", wrong=not ok,
-                note=again.stderr[-400:])
+        where = "killed mid-checkpoint-write" if hit_write else "killed between writes"
+        res.add(f"{where}, resumed to the uninterrupted result" if ok else f"{where}, resume failed or differs",
+                wrong=not ok, note=again.stderr[-400:])
+    # a truncated newest checkpoint (a disk that lost the end of the file)
+    run = work / "ckpt_truncated"
+    shutil.copytree(ref_dir, run)
+    newest = _checkpoint_files(run)[0][-1]
+    os.truncate(newest, newest.stat().st_size // 2)
+    again = _gan(["resume", str(run)], data, work)
+    ok = again.returncode == 0 and last(run) == want and newest.name in again.stderr
+    res.add("truncated newest checkpoint: fell back, said so, same result" if ok else "truncated newest checkpoint: failed",
+            wrong=not ok, note=again.stderr[-400:])
     return res
 
 
@@ -497,6 +550,7 @@ def main() -> int:
         results.append(corrupt_user_files(work / "e", args.corruptions, args.seed))
         if args.sweeps:
             results.append(concurrent_sweeps(work / "f"))
+            results.append(sweep_with_a_corrupt_file(work / "h", "joblib"))
         if args.checkpoint_kills:
             results.append(kill_checkpoint_writes(work / "g", args.checkpoint_kills, args.seed))
         print("| scenario | tries | what happened | wrong |")

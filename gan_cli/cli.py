@@ -298,7 +298,7 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
+    # (no TensorFlow: simulating and writing a set needs numpy, h5py and acoular only)
     if args.kind != "csm":
         return _fail(f"unknown data kind '{args.kind}'; valid: csm")
     from gan_cli.data.csm_cli import generate_command
@@ -355,12 +355,24 @@ class Terminated(BaseException):
     written are removed, and ends the command with exit status 143."""
 
 
-_SIGTERM_SEEN: list[bool] = []
+_SIGNALS_SEEN: list[int] = []
 
 
-def _raise_terminated(signum, frame) -> None:
-    _SIGTERM_SEEN.append(True)
-    raise Terminated
+def _on_signal(signum, frame) -> None:
+    """SIGINT raises KeyboardInterrupt (as Python's own handler does), SIGTERM Terminated; both are noted."""
+    import signal
+
+    _SIGNALS_SEEN.append(signum)
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
+
+
+def _signal_exit() -> int:
+    """Exit status and line for the signal that stopped the command: 143 SIGTERM, 130 SIGINT."""
+    import signal
+
+    if signal.SIGTERM in _SIGNALS_SEEN:
+        return _fail("terminated (SIGTERM)", 143)
+    return _fail("interrupted", 130)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -370,10 +382,12 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    previous = None
-    _SIGTERM_SEEN.clear()
+    previous = {}
+    _SIGNALS_SEEN.clear()
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL):  # not when ignored (nohup, &)
+                previous[sig] = signal.signal(sig, _on_signal)
     try:
         if argv and argv[0] == "train":
             return cmd_train(argv[1:])
@@ -392,20 +406,20 @@ def main(argv: list[str] | None = None) -> int:
                    "reproduce": cmd_reproduce, "report": cmd_report, "export": cmd_export, "sweep-report": cmd_sweep_report}
         return handler[args.command](args)
     except Exception as exc:
-        # the exception raised in the signal handler can surface as another one (an extension module
-        # that was running turns it into a SystemError, a reader into a DataError): still a SIGTERM
-        if _SIGTERM_SEEN:
-            return _fail("terminated (SIGTERM)", 143)
+        # the exception raised in a signal handler can surface as another one (an extension module
+        # that was running turns it into a SystemError, a reader into a DataError): still the signal
+        if _SIGNALS_SEEN:
+            return _signal_exit()
         if isinstance(exc, UserError):
             return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code)
         raise
-    except KeyboardInterrupt:
-        return _fail("interrupted", 130)
-    except Terminated:
-        return _fail("terminated (SIGTERM)", 143)
+    except (KeyboardInterrupt, Terminated) as exc:
+        if not _SIGNALS_SEEN:  # Ctrl-C where no handler of ours was installed
+            _SIGNALS_SEEN.append(signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+        return _signal_exit()
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -75,8 +75,9 @@ def exclusive(path: str | os.PathLike, lock_file: str | os.PathLike | None = Non
               what: str | None = None) -> Iterator[None]:
     """Hold the inter-process lock of ``path`` (default lock file ``<path>.lock``).
 
-    Waits for another holder with a line on stderr (repeated every ``WAIT_REPORT_S`` seconds), and
-    on entry deletes temporaries of ``path`` that a killed writer left (only the holder writes them).
+    Waits for another holder with a line on stderr (repeated every ``WAIT_REPORT_S`` seconds). Deletes
+    temporaries of ``path`` on entry (a killed writer's) and when the block ends with an exception (its
+    own): only the holder writes them.
     """
     from filelock import FileLock, Timeout
 
@@ -98,11 +99,17 @@ def exclusive(path: str | os.PathLike, lock_file: str | os.PathLike | None = Non
     except OSError as exc:
         raise DataError(f"cannot create the lock file {lock_file} ({exc.strerror or exc}); "
                         "make its folder writable (or set GAN_CLI_DATA to a writable folder)") from None
-    try:
+    def remove_temporaries() -> None:
         for tmp in stale_temporaries(path):
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+    try:
+        remove_temporaries()
         yield
+    except BaseException:  # the holder's own temporaries, whatever step the failure (or signal) cut short
+        remove_temporaries()
+        raise
     finally:
         lock.release()
 

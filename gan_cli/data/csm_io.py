@@ -177,9 +177,12 @@ class CsmH5Writer:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.f = h5py.File(self.tmp, "w")
-        except OSError as exc:
-            raise DataError(f"cannot write {self.tmp} ({str(exc).splitlines()[0]}); choose a writable -o path "
-                            "(or GAN_CLI_DATA folder) with free space") from None
+        except BaseException as exc:  # (a signal can arrive after the file exists, before h5py returns)
+            self._remove_tmp()
+            if isinstance(exc, OSError):
+                raise DataError(f"cannot write {self.tmp} ({str(exc).splitlines()[0]}); choose a writable -o path "
+                                "(or GAN_CLI_DATA folder) with free space") from None
+            raise
         try:
             self._layout(n, m, ch, j_max, mic_positions, attrs)
         except BaseException:
@@ -247,8 +250,13 @@ class CsmH5Writer:
         try:
             self.f.close()
         finally:
-            if self.tmp.exists():
-                self.tmp.unlink()
+            self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        try:
+            self.tmp.unlink()
+        except OSError:
+            pass
 
     def __enter__(self) -> "CsmH5Writer":
         return self
