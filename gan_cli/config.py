@@ -238,6 +238,10 @@ def resolve(cfg: DictConfig, data) -> DictConfig:
     """A copy of ``cfg`` with every null recommendation filled in for ``data``."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     with open_dict(cfg):
+        if "representation" in cfg.dataset and cfg.dataset.representation is None:
+            # a data set with several model-space encodings (csm) takes the one the model declares
+            cfg.dataset.representation = cfg.model.get("representation") or data.representation
+            data.representation = cfg.dataset.representation
         if data.kind == "csm" and data.num_classes >= 2 and not cfg.model.get("conditional", False):
             # several frequency lines (dataset.freq_index=all or a list): one model conditioned on the line
             cfg.model.conditional = True

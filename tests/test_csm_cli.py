@@ -11,7 +11,7 @@ import pytest
 from conftest import run_gan
 
 # the 16-mic array and a tiny set keep a real CLI run to seconds
-SMALL_CSM = ["dataset.array=minidsp_uma-16", "dataset.num_samples=64", "dataset.eval_beamform=8",
+SMALL_CSM = ["dataset.array=minidsp_uma-16", "dataset.num_samples=64", "dataset.eval_samples=16",
              "dataset.eval_grid=11", "model.generator.hidden=[32,32]", "model.discriminator.filters=[8,16]"]
 TINY_RUN = ["train.steps=10", "train.eval_every=5", "train.checkpoint_every=10", "train.batch_size=16",
             "metrics.num_samples=32", "train.progress=false"]
@@ -31,7 +31,7 @@ def test_train_wgan_on_csm_logs_every_csm_metric(csm_run):
     run_dir, out = csm_run
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10]
-    for key in ("psd_rate", "spectrum_db", "source_count_dist", "orthonormality_error", "peak_position_dist",
+    for key in ("psd_rate", "spectrum_db", "source_count_dist", "orthonormality_error", "peak_w1", "c2st", "c2st_floor",
                 "peak_level_dist"):
         assert rows[-1][key] is not None and np.isfinite(rows[-1][key]), key
     assert 0.0 <= rows[-1]["psd_rate"] <= 1.0

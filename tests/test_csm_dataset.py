@@ -11,7 +11,7 @@ from gan_cli.data.csm import CsmDataset, channel_to_eig, eig_to_channel
 from gan_cli.data.csm_io import csm_to_csmtriu, read_csm_file
 from gan_cli.errors import ConfigError, DataError
 
-SMALL = dict(array="minidsp_uma-16", num_samples=96, seed=1)
+SMALL = dict(array="minidsp_uma-16", num_samples=96, seed=1, representation="eigenvectors")
 
 
 @pytest.fixture
@@ -44,13 +44,13 @@ def test_representations_reconstruct_the_normalised_csm(cache):
     c = read_csm_file(ref_file).csm
     cn = c / c[:, 15, 15].real[:, None, None]
     for rep, ch in (("eigmode", 3), ("csm", 2)):
-        ds = CsmDataset(**SMALL, representation=rep)
+        ds = CsmDataset(**dict(SMALL, representation=rep))
         x, _ = ds.arrays()
         assert x.shape == (96, 16, 16, ch)
         back = ds.to_user_space(x)
         assert back.dtype == np.complex64
         np.testing.assert_allclose(back, cn, atol=2e-4 * np.abs(cn).max())
-    ds = CsmDataset(**SMALL, representation="eigmode")
+    ds = CsmDataset(**dict(SMALL, representation="eigmode"))
     s = ds.arrays()[0][..., 2]
     assert np.all(s[:, :, 0] == 0) and np.all(np.diff(s[:, 0, :], axis=1) <= 0) and s.min() >= -1.2
     # eigenvectors representation: mean spectrum, C[ref, ref] ~ 1 on average
@@ -88,7 +88,7 @@ def test_reads_user_files_in_all_three_formats(tmp_path, cache):
             w.write(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
     ref = src.arrays()[0][:20]
     for path in (src._ensure_file(), ap, tfr):
-        ds = CsmDataset(path=str(path), array="minidsp_uma-16", max_samples=20)
+        ds = CsmDataset(path=str(path), array="minidsp_uma-16", max_samples=20, representation="eigenvectors")
         x, _ = ds.arrays()
         assert x.shape == (20, 16, 16, 2)
         # same canonical eigenvectors (compare the well-separated leading ones up to rounding)
@@ -116,7 +116,7 @@ def test_write_samples_h5_and_npy(tmp_path, cache):
 
 @pytest.mark.parametrize("rep", ["eigenvectors", "eigmode", "csm"])
 def test_evaluator_real_beats_noise(rep, cache):
-    ds = CsmDataset(**SMALL, representation=rep, eval_beamform=16, eval_grid=11)
+    ds = CsmDataset(**dict(SMALL, representation=rep), eval_samples=32, eval_grid=11)
     ev = ds.evaluator(64, seed=0)
     real = ev(ds.real_samples(64, seed=1)[0], None)
     rng = np.random.default_rng(0)
@@ -128,7 +128,8 @@ def test_evaluator_real_beats_noise(rep, cache):
     if rep == "eigmode":
         noise[..., 2] = -np.cumsum(np.abs(noise[:, :1, :, 2]), axis=-1) * 0.02
     fake = ev(noise, None)
-    keys = {"psd_rate", "spectrum_db", "source_count_dist", "peak_position_dist", "peak_level_dist"}
+    keys = {"psd_rate", "c2st", "spectrum_db", "source_count_dist", "peak_w1", "peak_level_dist"}
+    keys |= {f"{k}_floor" for k in keys - {"psd_rate"}}
     if rep != "csm":
         keys.add("orthonormality_error")
     assert set(real) == keys == set(fake)
@@ -158,7 +159,7 @@ def test_hydra_instantiates_the_packaged_yaml(cache):
     cfg = OmegaConf.merge(OmegaConf.load(dataset_yaml()), OmegaConf.from_dotlist(["array=minidsp_uma-16", "num_samples=32"]))
     ds = instantiate(cfg, _convert_="all")
     assert isinstance(ds, CsmDataset) and ds.name == "csm" and ds.kind == "csm"
-    assert ds.sample_shape == (16, 16, 2) and ds.default_model == "csm_mlp" and ds.default_latent_dim == 128
+    assert ds.sample_shape == (16, 16, 2) and ds.default_model == "csm_physics" and ds.default_latent_dim == 128
 
 
 def test_data_command(tmp_path, capsys):

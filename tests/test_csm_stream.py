@@ -49,6 +49,7 @@ def no_full_load(monkeypatch):
 
 
 def streamed(path, **kw) -> CsmDataset:
+    kw.setdefault("representation", "eigenvectors")
     ds = CsmDataset(path=str(path), array="minidsp_uma-16", max_in_memory_mb=TINY_MB, **kw)
     ds.stream_chunk = 64            # several chunks even in a 300-sample file
     return ds
@@ -128,14 +129,14 @@ def test_stream_is_deterministic_per_seed(files, no_full_load):
 
 
 def test_real_samples_evaluator_and_decoders_without_the_whole_file(files, no_full_load, tmp_path):
-    ds = streamed(files["h5"], eval_beamform=8, eval_grid=7)
+    ds = streamed(files["h5"], eval_samples=16, eval_grid=7)
     ref = files["ref"]["h5"]
     real = ds.real_samples(40, seed=1)[0]
     np.testing.assert_array_equal(real, ref.real_samples(40, seed=1)[0])      # same draw as in memory
     assert ds.real_samples(N + 5, seed=2)[0].shape == (N + 5, 16, 16, 2)       # with replacement
     ev = ds.evaluator(32, seed=0)
     metrics = ev(ds.real_samples(32, seed=2)[0], None)
-    assert {"psd_rate", "spectrum_db", "peak_position_dist"} <= set(metrics)
+    assert {"psd_rate", "c2st", "spectrum_db", "peak_w1", "c2st_floor"} <= set(metrics)
     assert all(math.isfinite(v) for v in metrics.values())
     np.testing.assert_allclose(ds.to_user_space(real[:4]), ref.to_user_space(real[:4]), rtol=1e-5, atol=1e-6)
     assert ds.output_transform() is not None
@@ -177,7 +178,7 @@ def test_training_streams_a_file(files, no_full_load, tmp_path):
                    "dataset.array=minidsp_uma-16", "model=csm_mlp", "model.generator.hidden=[32,32]",
                    "model.discriminator.filters=[8,16]", "train.steps=4", "train.eval_every=4",
                    "train.checkpoint_every=4", "train.batch_size=8", "metrics.num_samples=16",
-                   "train.progress=false", "dataset.eval_beamform=4", "dataset.eval_grid=7"])
+                   "train.progress=false", "dataset.eval_samples=10", "dataset.eval_grid=7"])
     result = train(cfg, tmp_path)
     assert result["step"] == 4
     for key in ("d_loss", "g_loss", "spectrum_db"):

@@ -23,7 +23,7 @@ from conftest import TINY, compose
 from gan_cli.errors import UserError
 
 SMALL_CSM = ["loss=wgan", "dataset=csm", "model=csm_mlp", "dataset.array=minidsp_uma-16", "dataset.num_samples=64",
-             "dataset.eval_beamform=8", "dataset.eval_grid=11", "model.generator.hidden=[32,32]",
+             "dataset.eval_samples=16", "dataset.eval_grid=11", "model.generator.hidden=[32,32]",
              "model.discriminator.filters=[8,16]", "train.steps=10", "train.eval_every=5",
              "train.checkpoint_every=10", "train.batch_size=16", "metrics.num_samples=32", "train.progress=false"]
 TINY_CGAN = ["dataset=digits", "model=dcgan", "model.conditional=true", "train.steps=20", "train.eval_every=10",

@@ -37,6 +37,7 @@ CACHE_VERSION = 2        # bump when the simulator's output or the file format c
 STREAM_CHUNK = 256       # samples per contiguous read when streaming
 STREAM_BUFFER = 10_000   # shuffle-buffer samples when streaming (capped at max_in_memory_mb / 4)
 STREAM_STATS = 10_000    # leading samples the statistics (mean spectrum) come from when streaming
+FREQ_RTOL = 1e-3         # a user-set frequency agrees with a file's within this relative tolerance
 
 
 class CsmDataset(GanDataset):
@@ -52,10 +53,9 @@ class CsmDataset(GanDataset):
     """
 
     kind = "csm"
-    default_model = "csm_mlp"
+    default_model = "csm_physics"
     default_latent_dim = 128
-    primary_metric = "spectrum_db"
-    num_classes = 0
+    primary_metric = "c2st"
     # seed 000's batch 64; a run short enough for the main job to finish in minutes on 2 CPU cores
     default_train = {"steps": 300, "batch_size": 64, "eval_every": 100, "checkpoint_every": 300,
                      "steps_per_execution": 10}
@@ -64,24 +64,24 @@ class CsmDataset(GanDataset):
     stream_buffer = STREAM_BUFFER
     stream_stats = STREAM_STATS
 
-    def __init__(self, name: str = "csm", path: str | None = None, array: str = "tub_vogel64",
-                 aperture: float | None = 1.0, helmholtz: float = 4.0625, frequency: float | None = None,
+    def __init__(self, name: str = "csm", path: str | None = None, array: Any = "tub_vogel64",
+                 aperture: float | None = 1.0, helmholtz: Any = None, frequency: Any = None,
                  c: float = 343.0, mode: str = "wishart", snapshots: int = 1070, num_samples: int = 2000,
                  max_sources: int = 10, reference_mic: int | None = None, seed: int = 0,
-                 representation: str = "eigenvectors", freq_index: int = 0, max_samples: int | None = None,
-                 orthonormal: bool = False, canonical_phase: bool = True, eval_beamform: int = 32,
+                 representation: str | None = None, freq_index: Any = 0, max_samples: int | None = None,
+                 orthonormal: bool = False, canonical_phase: bool = True, eval_samples: int = 400,
                  eval_grid: int = 21, max_in_memory_mb: float | None = 2048):
         from gan_cli.data.csm_sim import SimParams
 
         self.name = name
-        if representation not in REPRESENTATIONS:
-            raise ConfigError(f"dataset.representation={representation!r} is invalid; use one of {', '.join(REPRESENTATIONS)}")
-        if freq_index < 0:
-            raise ConfigError(f"dataset.freq_index={freq_index} must be >= 0")
+        if representation is not None and representation not in REPRESENTATIONS:
+            raise ConfigError(f"dataset.representation={representation!r} is invalid; use one of "
+                              f"{', '.join(REPRESENTATIONS)} or null (the model's own)")
+        freq_index = parse_freq_index(freq_index)
         if max_samples is not None and max_samples < 1:
             raise ConfigError(f"dataset.max_samples={max_samples} must be >= 1 or null (all)")
-        if not 0 <= eval_beamform <= 1024 or eval_grid < 3:
-            raise ConfigError("dataset.eval_beamform must be in [0, 1024] and dataset.eval_grid >= 3")
+        if isinstance(eval_samples, bool) or not isinstance(eval_samples, int) or eval_samples < 10 or eval_grid < 3:
+            raise ConfigError("dataset.eval_samples must be an integer >= 10 and dataset.eval_grid >= 3")
         if max_in_memory_mb is not None:
             try:
                 max_in_memory_mb = float(max_in_memory_mb)
@@ -96,12 +96,16 @@ class CsmDataset(GanDataset):
             seed=seed))
         if self.path is None:
             self.params.validate()
-        self.representation = representation
-        self.freq_index = int(freq_index)
+        # null: the model's own (config.resolve sets it from model.representation before loading)
+        self.representation = representation or "csm"
+        self.freq_index = freq_index
+        # user-set (not defaulted) frequency keys: a file that stores its frequencies is checked against them
+        self._frequency_given = frequency is not None
+        self._helmholtz_given = helmholtz is not None
         self.max_samples = max_samples
         self.orthonormal = bool(orthonormal)
         self.canonical_phase = bool(canonical_phase)
-        self.eval_beamform = int(eval_beamform)
+        self.eval_samples = int(eval_samples)
         self.eval_grid = int(eval_grid)
         self.max_in_memory_mb = max_in_memory_mb
         self._streaming = False
@@ -139,36 +143,80 @@ class CsmDataset(GanDataset):
     def _load(self) -> None:
         if self._loaded:
             return
-        from gan_cli.data.csm_io import csm_file_info
-        from gan_cli.data.csm_sim import load_mic_positions
+        from gan_cli.data.csm_io import csm_file_info, detect_format, is_multi_line, resolve_lines
 
         file = self._ensure_file()
-        m_hint = geom = None
-        if self.path is not None:  # (the built-in set's own file stores its geometry)
-            try:
-                geom = load_mic_positions(self.params.array, self.params.aperture)
-                m_hint = geom.shape[0]
-            except ConfigError:
-                pass
+        geom = None
+        if self.path is not None and file.is_file() and detect_format(file) == "tfrecord":   # mic count from the array
+            geom = self._config_geometry()
+        f = self.params.frequency if self._frequency_given else self.params.helmholtz if self._helmholtz_given else None
+        lines_hint = None if f is None or np.ndim(f) == 0 else len(f)
         # decide from the shapes alone (no data read) whether the model-space array fits
-        info = csm_file_info(file, freq_index=self.freq_index, num_mics_hint=m_hint, limit=self.max_samples)
+        info = csm_file_info(file, freq_index=self.freq_index, num_mics_hint=None if geom is None else geom.shape[0],
+                             limit=self.max_samples, num_lines_hint=lines_hint)
         m = info.num_mics
-        self.model_space_mb = info.num_samples * m * m * (3 if self.representation == "eigmode" else 2) * 4 / 2 ** 20
+        if info.mic_positions is None and self.path is not None:   # AcouPipe files store no geometry
+            geom = self._config_geometry() if geom is None else geom
+            self._check_geometry(file, geom, m)
+        lines = resolve_lines(file, self.freq_index, info.num_lines, info.frequencies)
+        # several lines: one conditional GAN, label k = k-th chosen line; a single chosen line is plain data
+        self._read_index = self.freq_index if is_multi_line(self.freq_index) and len(lines) > 1 else lines[0]
+        self._num_classes = len(lines) if is_multi_line(self._read_index) else 0
+        self._lines = lines
+        self.model_space_mb = (info.num_samples * len(lines) * m * m * (3 if self.representation == "eigmode" else 2)
+                               * 4 / 2 ** 20)
         streaming = self.max_in_memory_mb is not None and self.model_space_mb > self.max_in_memory_mb
         if streaming and info.source_format == "acoupipe-tfrecord":
             raise DataError(f"{file} is a TFRecord file of ~{self.model_space_mb:.0f} MiB in model space, more than "
                             f"dataset.max_in_memory_mb={self.max_in_memory_mb:g}, and only HDF5 files can be streamed; "
                             "convert it to HDF5 (AcouPipe or `gan data csm` layout) or raise dataset.max_in_memory_mb")
+        if streaming and self._num_classes:
+            raise DataError(f"{file}: {len(lines)} frequency lines of ~{self.model_space_mb:.0f} MiB in model space exceed "
+                            f"dataset.max_in_memory_mb={self.max_in_memory_mb:g}, and several lines are trained in memory "
+                            "only; raise dataset.max_in_memory_mb, lower dataset.max_samples or pick one dataset.freq_index")
         if self.path is not None:  # (the cache was checked by _ensure_file) checksums cost a pass over the file
             from gan_cli.data.csm_io import verify_csm_file
 
             verify_csm_file(file, checksums=not streaming)
+        self._info = info
         if streaming:
             self._load_streaming(file, geom)
         else:
-            self._load_memory(file, geom, m_hint)
+            self._load_memory(file, geom, None if geom is None else geom.shape[0], lines_hint)
         self._streaming = streaming
         self._loaded = True
+
+    def _config_geometry(self) -> np.ndarray | None:
+        """``dataset.array``'s positions (scaled to ``dataset.aperture``), None for ``array: null``."""
+        from gan_cli.data.csm_sim import load_mic_positions
+
+        if self.params.array is None:
+            return None
+        return load_mic_positions(self.params.array, self.params.aperture)
+
+    def _check_geometry(self, file: Path, geom: np.ndarray | None, m: int) -> None:
+        """The configured geometry must have the file's microphone count (a file without geometry)."""
+        from gan_cli.data.csm_sim import array_label
+
+        if geom is None:
+            print(f"gan-cli: warning: dataset.array=null: {file} stores no microphone geometry, so the beamforming "
+                  "metrics and maps are off; name the array to get them", file=sys.stderr)
+            return
+        if geom.shape[0] != m:
+            raise ConfigError(f"dataset.array={array_label(self.params.array)} has {geom.shape[0]} microphones but {file} "
+                              f"holds {m}-microphone CSMs; set dataset.array to the recording array (an acoular name such as "
+                              "minidsp_uma-16, a positions file or a list of [x, y, z]) and dataset.aperture to its size "
+                              "(null keeps it)")
+
+    @property
+    def num_classes(self) -> int:  # type: ignore[override]
+        """Number of frequency lines trained as labels (``freq_index`` a list or ``all``), else 0."""
+        from gan_cli.data.csm_io import is_multi_line
+
+        if not is_multi_line(self.freq_index):
+            return 0
+        self._load()
+        return self._num_classes
 
     @property
     def streaming(self) -> bool:
@@ -176,21 +224,28 @@ class CsmDataset(GanDataset):
         self._load()
         return self._streaming
 
-    def _load_memory(self, file: Path, geom: np.ndarray | None, m_hint: int | None) -> None:
-        """Read the whole file and encode it into ``self._x``."""
+    def _load_memory(self, file: Path, geom: np.ndarray | None, m_hint: int | None,
+                     lines_hint: int | None = None) -> None:
+        """Read the whole file and encode it into ``self._x`` (and the line labels into ``self._labels``)."""
         from gan_cli.data.csm_io import read_csm_file
 
-        d = read_csm_file(file, freq_index=self.freq_index, num_mics_hint=m_hint, limit=self.max_samples)
+        d = read_csm_file(file, freq_index=self._read_index, num_mics_hint=m_hint, limit=self.max_samples,
+                          num_lines_hint=lines_hint)
         self._set_metadata(file, d.attrs, d.mic_positions, d.csm.shape[-1], geom)
         self._x, lam = self._prepare(d)
+        self._labels = None if d.labels is None else d.labels.astype(np.int32)
         self.num_samples = int(self._x.shape[0])
         self.mean_spectrum = np.maximum(lam, 0).mean(0)   # (M,) normalised mean eigenvalues
+        # per line (label) for the eigenvectors decoding of a multi-line set: (L, M)
+        self.line_mean_spectrum = (None if self._labels is None else
+                                   np.stack([np.maximum(lam[self._labels == k], 0).mean(0) for k in range(self._num_classes)]))
 
     def _load_streaming(self, file: Path, geom: np.ndarray | None) -> None:
         """Metadata from the file's attributes, statistics from its first ``stream_stats`` samples."""
         from gan_cli.data.csm_io import CsmReader
 
-        with CsmReader(file, freq_index=self.freq_index, limit=self.max_samples) as rd:
+        self._labels = self.line_mean_spectrum = None
+        with CsmReader(file, freq_index=self._read_index, limit=self.max_samples) as rd:
             self._set_metadata(file, rd.attrs, rd.mic_positions, rd.num_mics, geom)
             self.num_samples = rd.num_samples
             total, count = np.zeros(rd.num_mics), 0
@@ -216,18 +271,82 @@ class CsmDataset(GanDataset):
         # geometry and frequency: from the file when stored, else from the config
         self.mic_positions = mic_positions if mic_positions is not None else (geom if geom is not None and geom.shape[0] == m else None)
         self.c = float(attrs.get("c", self.params.c))
-        if "frequency" in attrs and attrs["frequency"] is not None:
-            self.frequency = float(attrs["frequency"])
-        elif self.params.frequency is not None:
-            self.frequency = float(self.params.frequency)
-        elif self.mic_positions is not None:
-            self.frequency = self.params.helmholtz * self.c / array_aperture(self.mic_positions)
-        else:
-            self.frequency = None
         self.aperture = array_aperture(self.mic_positions) if self.mic_positions is not None else None
         self.file = file
         self.attrs = attrs
         self.num_mics = m
+        self._resolve_frequencies(file)
+
+    def _resolve_frequencies(self, file: Path) -> None:
+        """``frequency`` (one line) or ``line_frequencies`` (one per label), in Hz, and where they come from.
+
+        The file's own frequencies (AcouPipe ``f``, a gan-cli file's ``f``/``frequency``) win; a
+        user-set ``dataset.frequency`` or ``dataset.helmholtz`` must agree with them (relative
+        ``FREQ_RTOL``; a list gives one value per line in the file, a number the chosen line) or is
+        a ConfigError. A file without frequencies takes them from those keys, else from the default
+        Helmholtz number (with a warning); several lines without frequencies are refused.
+        """
+        from gan_cli.data.csm_io import fmt_hz
+        from gan_cli.data.csm_sim import DEFAULT_HELMHOLTZ
+
+        info, lines = self._info, self._lines
+        key, user = None, None
+        if self._frequency_given:
+            key, user = "dataset.frequency", np.atleast_1d(np.asarray(self.params.frequency, np.float64))
+        elif self._helmholtz_given:
+            key = "dataset.helmholtz"
+            if self.aperture is None:
+                raise ConfigError("dataset.helmholtz needs the array's aperture to give a frequency, and there is no "
+                                  "geometry (dataset.array=null); set dataset.frequency in Hz instead")
+            user = np.atleast_1d(np.asarray(self.params.helmholtz, np.float64)) * self.c / self.aperture
+        hz = lambda a: ", ".join(fmt_hz(x) for x in a)   # noqa: E731
+        stored = info.frequencies
+        if stored is not None:
+            stored = np.asarray(stored, np.float64)
+            if user is not None:
+                if user.size == stored.size:
+                    target = stored
+                elif user.size == 1 and len(lines) == 1:
+                    target = stored[lines]
+                else:
+                    raise ConfigError(f"{key} gives {user.size} value(s) but {file} stores its {stored.size} line "
+                                      f"frequencies ({hz(stored)} Hz); leave {key} null and choose lines with dataset.freq_index")
+                if not np.allclose(user, target, rtol=FREQ_RTOL, atol=0):
+                    raise ConfigError(f"{key}={self._given_text(key)} ({hz(user)} Hz) contradicts {file}, which stores "
+                                      f"{hz(target)} Hz (all lines: {hz(stored)} Hz); leave {key} null to use the file's "
+                                      "frequencies and choose lines with dataset.freq_index")
+            freqs, source = stored, "file"
+        elif user is not None:
+            if user.size not in (1, info.num_lines) or (user.size == 1 and info.num_lines > 1):
+                raise ConfigError(f"{key} gives {user.size} value(s) but {file} holds {info.num_lines} frequency lines "
+                                  "per sample and stores no frequencies; give one value per line")
+            freqs, source = user, key
+        elif info.num_lines > 1:
+            raise ConfigError(f"{file} stores no frequencies ('f') and holds {info.num_lines} lines of {self.num_mics} "
+                              f"microphones per sample (the mic count of dataset.array); set dataset.frequency to the "
+                              f"{info.num_lines} line frequencies in Hz, or dataset.array if the mic count is wrong")
+        elif self.aperture is not None:
+            freqs, source = np.array([DEFAULT_HELMHOLTZ * self.c / self.aperture]), "default dataset.helmholtz"
+            print(f"gan-cli: warning: {file} stores no frequency; the beamforming metrics use {fmt_hz(freqs[0])} Hz "
+                  f"(He = {DEFAULT_HELMHOLTZ}, the default); set dataset.frequency (Hz) if the data is at another frequency",
+                  file=sys.stderr)
+        else:
+            freqs, source = None, None
+        self.file_frequencies = None if freqs is None else [float(x) for x in freqs]
+        self.frequency_source = source
+        chosen = None if freqs is None else [float(freqs[i]) for i in lines]
+        if chosen is not None and min(chosen) <= 0:
+            k = lines[int(np.argmin(chosen))]
+            raise ConfigError(f"{file}: line {k} is at {fmt_hz(min(chosen))} Hz (the DC bin of AcouPipe's f=None), which has "
+                              "no beamforming and no wave field; choose lines above 0 Hz with dataset.freq_index (an index or a list)")
+        # line_frequencies: Hz per label (several lines); frequency: the one line's Hz (else None)
+        self.line_frequencies = chosen if self._num_classes else None
+        self.frequency = chosen[0] if chosen is not None and not self._num_classes else None
+        self.lines = list(lines)
+
+    def _given_text(self, key: str) -> str:
+        val = self.params.frequency if key == "dataset.frequency" else self.params.helmholtz
+        return str(list(val)) if np.ndim(val) else f"{float(val):g}"
 
     def _prepare(self, d, drop_bad: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """CsmData -> (model space float32 ``(n, *sample_shape)``, normalised eigenvalues ``(n, M)``).
@@ -292,14 +411,15 @@ class CsmDataset(GanDataset):
         self._load()
         return self.num_mics
 
-    def arrays(self) -> tuple[np.ndarray, None]:
-        """Model-space samples ``(N, *sample_shape)`` float32 and no labels (in-memory files only)."""
+    def arrays(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Model-space samples ``(N, *sample_shape)`` float32 and their line labels ``(N,)`` int32 when
+        several frequency lines are trained (``freq_index`` a list or ``all``), else None (in-memory files only)."""
         self._load()
         if self.streaming:
             raise DataError(f"{self.file} is streamed ({self.num_samples} samples, {self.model_space_mb:.0f} MiB in model space > "
                             f"dataset.max_in_memory_mb={self.max_in_memory_mb:g}), so all its samples are not in memory; "
                             "raise dataset.max_in_memory_mb to load it whole")
-        return self._x, None
+        return self._x, self._labels
 
     def real_samples(self, n: int, seed: int) -> tuple[np.ndarray, None]:
         """``n`` real samples (model space), drawn like the base class; streaming reads only those rows."""
@@ -317,7 +437,7 @@ class CsmDataset(GanDataset):
 
         out = np.empty((len(rows), *self.sample_shape), np.float32)
         chunk = max(1, int(self.stream_chunk))
-        with CsmReader(self.file, freq_index=self.freq_index, limit=self.max_samples) as rd:
+        with CsmReader(self.file, freq_index=self._read_index, limit=self.max_samples) as rd:
             for i in range(0, len(rows), chunk):
                 out[i:i + chunk] = self._prepare(rd.read(rows[i:i + chunk]))[0]
         return out
@@ -362,7 +482,7 @@ class CsmDataset(GanDataset):
         rng = np.random.default_rng([seed % 2 ** 63, start_step % 2 ** 63, 0x5354])
         pool = np.empty((0, *shape[2:]), np.float32)
         out = np.empty((0, *shape[2:]), np.float32)
-        with CsmReader(self.file, freq_index=self.freq_index, limit=self.max_samples) as rd:
+        with CsmReader(self.file, freq_index=self._read_index, limit=self.max_samples) as rd:
             while True:
                 produced = 0
                 for i in rng.permutation(len(starts)):
@@ -391,71 +511,189 @@ class CsmDataset(GanDataset):
                                   orthonormal=self.orthonormal, canonical_phase=self.canonical_phase,
                                   name="csm_output_transform")
 
-    def to_user_space(self, x: np.ndarray) -> np.ndarray:
-        """Model space -> complex CSMs ``(n, M, M)`` complex64, normalised (``C[ref, ref] ~ 1``).
+    def to_user_space(self, x: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """Model space -> complex CSMs ``(n, M, M)`` complex64 on the training scale (the real CSMs
+        divided by their reference-mic autopower, so ``C[ref, ref]`` is about 1).
 
         ``eigenvectors``: ``C = V diag(mean_spectrum) V^H`` with the real data's mean normalised
-        eigenvalue spectrum; ``eigmode``: ``C = V diag(lambda) V^H`` with the model's
-        eigenvalues; ``csm``: ``C = x[..., 0] + i x[..., 1]``.
+        eigenvalue spectrum (of each sample's line, given ``labels`` of a multi-line set);
+        ``eigmode``: ``C = V diag(lambda) V^H`` with the model's eigenvalues (``C[ref, ref] = 1``
+        exactly); ``csm``: ``C = x[..., 0] + i x[..., 1]``.
         """
         self._load()
-        return self._decode(np.asarray(x, np.float64)).astype(np.complex64)
+        return self._decode(np.asarray(x, np.float64), labels).astype(np.complex64)
 
-    def _decode(self, x: np.ndarray) -> np.ndarray:
+    def _decode(self, x: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         if self.representation == "csm":
             return x[..., 0] + 1j * x[..., 1]
         v = x[..., 0] + 1j * x[..., 1]
         if self.representation == "eigmode":
             lam = channel_to_eig(x[..., 2].mean(axis=1), v, self.reference_mic)
+        elif labels is not None and getattr(self, "line_mean_spectrum", None) is not None:
+            lam = self.line_mean_spectrum[np.asarray(labels, np.int64)]
         else:
             lam = np.broadcast_to(self.mean_spectrum, v.shape[:1] + self.mean_spectrum.shape)
         return (v * lam[:, None, :]) @ np.conj(np.swapaxes(v, -1, -2))
 
     def write_samples(self, x: np.ndarray, labels: np.ndarray | None, path: Path) -> None:
-        """``.h5``: generated CSMs in the project layout (beamformable); ``.npy``: complex CSMs."""
+        """``.h5``: generated CSMs in the project layout (beamformable); ``.npy``: complex CSMs.
+
+        One line (an unconditional model, or one ``label``): ``(n, M, M)`` with the line's
+        ``frequency`` attribute. Several labels of a multi-line model, each ``k`` times: ``(k, L, M, M)``
+        in label order with the line frequencies in the dataset ``f`` (the multi-line layout). The
+        attributes say what the values are: ``normalised`` is true only when every sample's
+        ``C[ref, ref]`` is 1 (``ref_autopower_min``/``_max`` give the range), ``psd`` whether all
+        are positive semi-definite, ``frequency_source`` where the frequency came from.
+        """
+        from gan_cli.data.csm_io import canonical_eig, write_csm_h5
+
         path = Path(path)
-        csm = self.to_user_space(x)
+        self._load()
+        x = np.asarray(x)
+        csm = self.to_user_space(x, labels if self.num_classes else None).astype(np.complex128)
+        attrs: dict[str, Any] = {"source": "generated", "representation": self.representation,
+                                 "training_file": str(self.file), "c": self.c, "aperture": self.aperture,
+                                 "num_mics": self.num_mics, "frequency_source": self.frequency_source}
+        freqs = None
+        if self.num_classes and labels is not None:
+            labels = np.asarray(labels, np.int64)
+            chosen, counts = np.unique(labels, return_counts=True)
+            if len(chosen) == 1:
+                k = int(chosen[0])
+                attrs.update(frequency=self.line_frequencies[k], label=k, line_index=self.lines[k])
+            elif np.all(counts == counts[0]):
+                order = np.argsort(labels, kind="stable")            # label-major, then regrouped per sample
+                csm = csm[order].reshape(len(chosen), counts[0], *csm.shape[1:]).swapaxes(0, 1)
+                freqs = [self.line_frequencies[int(k)] for k in chosen]
+                attrs.update(frequency=None, labels=chosen.astype(np.int64), line_index=np.asarray(self.lines)[chosen])
+            else:
+                raise UserError("the generated samples hold the frequency lines in unequal numbers; "
+                                "pass --label K or --frequency HZ for one line")
+        else:
+            attrs.update(frequency=self.frequency)
+            if self.num_classes:
+                raise UserError("a multi-line model needs the line of every sample; pass --label K or --frequency HZ")
         if path.suffix == ".npy":
-            np.save(path, csm)
+            np.save(path, csm.astype(np.complex64))
             return
         if path.suffix not in (".h5", ".hdf5"):
             raise UserError(f"cannot write {path.name}: dataset 'csm' writes .h5 or .npy files; use -o FILE.h5 or -o FILE.npy")
-        from gan_cli.data.csm_io import write_csm_h5
-
-        attrs = {"frequency": self.frequency, "c": self.c, "source": "generated",
-                 "representation": self.representation, "normalised": "C[ref, ref] = 1 (reference-mic autopower)",
-                 "training_file": str(self.file)}
-        write_csm_h5(path, csm.astype(np.complex128), reference_mic=self.reference_mic,
-                     mic_positions=self.mic_positions, attrs=attrs, force=True)
+        ref = self.reference_mic
+        pref = csm[..., ref, ref].real
+        w, v = canonical_eig(csm, ref)
+        attrs.update(normalised=bool(np.allclose(pref, 1.0, rtol=0, atol=1e-4)),
+                     scale="relative: the training CSMs were divided by their reference-mic autopower C[ref, ref]; "
+                           "generated CSMs are on that scale, not renormalised",
+                     ref_autopower_min=float(pref.min()), ref_autopower_max=float(pref.max()),
+                     psd=bool(np.all(w[..., -1] >= -1e-6 * np.abs(w).max(axis=-1))))
+        write_csm_h5(path, csm, reference_mic=ref, mic_positions=self.mic_positions, attrs=attrs, force=True,
+                     eig=(w, v), frequencies=freqs)
 
     def evaluator(self, num_samples: int, seed: int) -> Evaluator:
-        """Scores generated model-space samples against ``num_samples`` real ones (gan_cli.metrics.csm).
+        """Scores generated model-space samples against real ones (gan_cli.metrics.csm).
 
-        gan_cli.metrics.csm (acoular: ~2 s to import) and the beamformer are set up at the first call,
-        so that training's first step does not wait for them."""
+        ``n = min(num_samples, dataset.eval_samples)`` samples per side; a second, disjoint real set
+        of the same size gives the ``*_floor`` values (both halves of the data when it has fewer
+        than ``2 n`` samples). The beamformer and the real side's statistics are computed at the
+        first call, so that training's first step does not wait for them.
+
+        Several frequency lines (``num_classes > 0``): the samples are split by their labels and
+        scored per line against that line's real samples, at its frequency; every metric is
+        reported per line as ``NAME@<Hz>Hz`` (e.g. ``spectrum_db@1071.875Hz``) and as the mean over
+        the lines under its usual name."""
         self._load()
-        real_x, _ = self.real_samples(num_samples, seed)
-        real_csm = self._decode(real_x.astype(np.float64))
+        if self.num_classes:
+            return self._per_line_evaluator(num_samples, seed)
+        return self._line_evaluator(num_samples, seed)
+
+    def _per_line_evaluator(self, num_samples: int, seed: int) -> Evaluator:
+        from gan_cli.data.csm_io import fmt_hz
+
+        lines = range(self.num_classes)
+        per_line = [self._line_evaluator(max(2, int(num_samples) // len(lines)), seed, k) for k in lines]
+
+        def evaluate(x: np.ndarray, labels: np.ndarray | None = None) -> dict:
+            if labels is None:
+                raise DataError("a multi-line CSM model is scored per frequency line and needs the samples' labels")
+            labels = np.asarray(labels)
+            out: dict[str, float] = {}
+            scores = []
+            for k in lines:
+                rows = labels == k
+                if rows.sum() < 2:   # too few samples of this line to score it
+                    continue
+                m = per_line[k](np.asarray(x)[rows], labels[rows])
+                scores.append(m)
+                out.update({f"{name}@{fmt_hz(self.line_frequencies[k])}Hz": v for name, v in m.items()})
+            names = [name for name in scores[0]] if scores else []
+            return {**{name: float(np.mean([m[name] for m in scores if name in m])) for name in names}, **out}
+
+        return evaluate
+
+    def _line_evaluator(self, num_samples: int, seed: int, label: int | None = None) -> Evaluator:
+        """The evaluator of one line: all samples (``label`` None) or the real samples of ``label``."""
+        pool = self.num_samples if label is None else int((self._labels == label).sum())
+        frequency = self.frequency if label is None else self.line_frequencies[label]
+        n = max(2, min(int(num_samples), self.eval_samples, max(pool // 2, 2)))
+        real_x, _ = self.real_samples(2 * n, seed) if self.streaming else self._disjoint_rows(2 * n, seed, label)
+        real_csm = self._decode(real_x.astype(np.float64), None if label is None else np.full(len(real_x), label))
+        real_csm, floor_csm = real_csm[:n], real_csm[n:2 * n]
         cache: dict[str, Any] = {}
         beamformer: list = []  # built at the first call
         max_src = self.params.max_sources
-        beamform = self.eval_beamform > 0 and self.mic_positions is not None and self.frequency
+        beamform = self.mic_positions is not None and frequency
 
         def evaluate(x: np.ndarray, labels: np.ndarray | None = None) -> dict:
             from gan_cli.metrics.csm import MapBeamformer, csm_metrics
 
             if beamform and not beamformer:
                 ap = self.aperture
-                beamformer.append(MapBeamformer(self.mic_positions, self.frequency, self.reference_mic,
+                beamformer.append(MapBeamformer(self.mic_positions, frequency, self.reference_mic,
                                                 extent=0.5 * ap, z=0.5 * ap, c=self.c, grid_points=self.eval_grid))
             bf = beamformer[0] if beamformer else None
-            x = np.asarray(x, np.float64)
-            gen_csm = self._decode(x)
+            x = np.asarray(x[:n], np.float64)
+            k = len(x)   # a line may get fewer generated samples than real ones: score as many of each
+            gen_csm = self._decode(x, None if label is None else np.full(k, label))
             vec = None if self.representation == "csm" else x[..., 0] + 1j * x[..., 1]
-            return csm_metrics(gen_csm, real_csm, max_sources=max_src, gen_vectors=vec, beamformer=bf,
-                               num_beamformed=self.eval_beamform, real_cache=cache)
+            return csm_metrics(gen_csm, real_csm[:k], max_sources=max_src, gen_vectors=vec, beamformer=bf,
+                               aperture=self.aperture, floor_csm=floor_csm[:k], real_cache=cache if k == n else {},
+                               seed=seed)
 
         return evaluate
+
+    def _disjoint_rows(self, n: int, seed: int, label: int | None = None) -> tuple[np.ndarray, None]:
+        """``min(n, N)`` distinct real samples (model space; of line ``label`` when given) in a random
+        order keyed on ``seed``."""
+        rows = np.random.default_rng([seed, 0x6576]).permutation(self.num_samples)
+        if label is not None:
+            rows = rows[self._labels[rows] == label]
+        return self._x[rows[:n]], None
+
+
+def parse_freq_index(value: Any) -> Any:
+    """``dataset.freq_index``: an int >= 0, ``"all"`` or a non-empty list of distinct ints >= 0 (ConfigError otherwise)."""
+    hint = "use a line index >= 0, a list such as [0, 2], or all"
+    if isinstance(value, str):
+        if value.strip().lower() == "all":
+            return "all"
+        raise ConfigError(f"dataset.freq_index={value!r} is invalid; {hint}")
+    if isinstance(value, bool):
+        raise ConfigError(f"dataset.freq_index={value!r} is invalid; {hint}")
+    if hasattr(value, "__len__"):
+        try:
+            idx = [int(v) for v in value if not isinstance(v, bool) and int(v) == float(v)]
+        except (TypeError, ValueError):
+            idx = []
+        if not idx or len(idx) != len(value) or min(idx) < 0 or len(set(idx)) != len(idx):
+            raise ConfigError(f"dataset.freq_index={list(value)!r} is invalid; {hint} (distinct indices)")
+        return idx
+    try:
+        idx = int(value)
+        if idx != float(value) or idx < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"dataset.freq_index={value!r} is invalid; {hint}") from None
+    return idx
 
 
 # ---------------------------------------------------------------------- eigenvalue encoding

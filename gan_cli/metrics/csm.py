@@ -1,29 +1,35 @@
 """Quality metrics for generated cross-spectral matrices (generated vs real, same count).
 
-All functions take complex CSMs ``(n, M, M)`` (normalised so the reference-mic autopower is
-about 1) or canonical eigenvectors ``(n, M, M)`` (columns). Lower is better for every metric
-except ``psd_rate`` (higher is better, in [0, 1]).
+All functions take complex CSMs ``(n, M, M)`` normalised so the reference-mic autopower is about
+1, or canonical eigenvectors ``(n, M, M)`` (columns). Lower is better for every metric except
+``psd_rate`` (higher is better, in [0, 1]); ``c2st`` is best at 0.5.
 
+* ``c2st``: classifier two-sample test (Lopez-Paz & Oquab 2017): the 5-fold cross-validated
+  accuracy of a gradient-boosted classifier telling real from generated CSMs, on the features a
+  beamforming person reads: the 16 largest eigenvalues in dB and the beamforming map in dB.
+  0.5 = indistinguishable, 1.0 = always told apart.
 * ``psd_rate``: fraction of generated CSMs that are Hermitian and positive semi-definite.
 * ``spectrum_db``: mean over eigenvalue index j of |E_gen dB_j - E_real dB_j|, with
-  ``dB_j = 10 log10(lambda_j / lambda_0)`` floored at -120 dB (the primary metric).
+  ``dB_j = 10 log10(lambda_j / lambda_0)`` floored at -120 dB.
 * ``source_count_dist``: total-variation distance (in [0, 1]) between the histograms of the
   source count estimated by the largest dB gap among the first ``max_sources + 1`` eigenvalues.
 * ``orthonormality_error``: mean ``||V^H V - I||_F / sqrt(M)`` of generated eigenvectors.
-* ``peak_position_dist``: exact 2-D Wasserstein-1 distance (m) between the peak positions of
-  conventional beamforming maps (acoular ``BeamformerBase``) of generated and real CSMs.
+* ``peak_w1``: exact 2-D Wasserstein-1 distance, in apertures, between the peak positions of
+  the conventional beamforming maps (acoular's conventions, diagonal removed) of generated and
+  real CSMs.
 * ``peak_level_dist``: 1-D Wasserstein-1 distance (dB) between the maps' peak levels.
+
+Each comparison metric also comes with ``<name>_floor``: its value between two disjoint real
+sets of the same size, the best a generator can expect at that sample size.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="We detected that Numpy is already loaded")
-    import acoular  # noqa: I001
 import numpy as np
+
+from gan_cli.data.csm_beam import beamform, map_grid, steering
 
 DB_FLOOR = -120.0
 
@@ -97,74 +103,124 @@ def wasserstein_2d(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class MapBeamformer:
-    """Conventional frequency-domain beamforming of CSMs with acoular.
+    """Conventional frequency-domain beamforming of CSMs (acoular's ``BeamformerBase`` defaults).
 
-    Grid: ``RectGrid`` of ``grid_points x grid_points`` over ``+-extent`` in x and y at height
-    ``z`` (the source plane); steering ``true level`` referenced to the reference microphone,
-    diagonal removal on (acoular defaults), so map values estimate the squared source
-    pressure at the reference mic in the CSM's units.
+    Grid: ``grid_points x grid_points`` points over ``+-extent`` in x and y at height ``z`` (the
+    source plane); ``true level`` steering referenced to the reference microphone, diagonal
+    removed, so map values estimate the squared source pressure at the reference microphone in
+    the CSM's units (``gan_cli.data.csm_beam``).
     """
 
     def __init__(self, mic_positions: np.ndarray, frequency: float, reference_mic: int, *,
                  extent: float, z: float, c: float = 343.0, grid_points: int = 21):
         self.frequency = float(frequency)
-        inc = 2 * extent / (grid_points - 1)
-        self.grid = acoular.RectGrid(x_min=-extent, x_max=extent, y_min=-extent, y_max=extent, z=z, increment=inc)
-        mics = acoular.MicGeom(pos_total=np.ascontiguousarray(np.asarray(mic_positions, np.float64).T))
-        self.steer = acoular.SteeringVector(grid=self.grid, mics=mics, ref=np.asarray(mic_positions[reference_mic], float),
-                                            env=acoular.Environment(c=c))
-        self.increment = inc
-        m = mics.num_mics
-        self.spectra = acoular.PowerSpectraImport(csm=np.eye(m, dtype=np.complex128)[None], frequencies=self.frequency)
-        self.bf = acoular.BeamformerBase(freq_data=self.spectra, steer=self.steer, cached=False)
-        gpos = self.grid.pos() if callable(self.grid.pos) else self.grid.pos
-        self.grid_xy = np.asarray(gpos)[:2].T          # (G, 2), G = grid_points^2
+        pts = map_grid(2 * extent, grid_points)
+        pts[:, 2] = z
+        self.grid_xy = pts[:, :2]                        # (G, 2), G = grid_points^2
+        self.increment = 2 * extent / (grid_points - 1)
+        self.steer = steering(mic_positions, pts, self.frequency, c, int(reference_mic))
 
     def maps(self, csm: np.ndarray) -> np.ndarray:
         """Beamforming maps ``(n, G)`` (flattened grid, >= 0) of ``csm (n, M, M)``."""
-        out = np.empty((csm.shape[0], self.grid_xy.shape[0]))
-        for i, c in enumerate(np.asarray(csm, np.complex128)):
-            self.spectra.csm = c[None]
-            out[i] = np.asarray(self.bf.synthetic(self.frequency, 0)).reshape(-1)
-        return out
+        return beamform(csm, self.steer)
 
     def peaks(self, csm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Peak positions ``(n, 2)`` (m) and peak levels ``(n,)`` (dB, floored at -120) of the maps."""
-        mp = self.maps(csm)
+        return self.peaks_of(self.maps(csm))
+
+    def peaks_of(self, mp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Peak positions and levels of maps ``(n, G)``."""
         idx = np.argmax(mp, axis=1)
         level = 10 * np.log10(np.maximum(mp[np.arange(len(idx)), idx], 1e-12))
         return self.grid_xy[idx], level
 
 
+def map_db(mp: np.ndarray) -> np.ndarray:
+    """Beamforming maps in dB, floored at -120 dB."""
+    return 10 * np.log10(np.maximum(mp, 1e-12))
+
+
+def c2st(a: np.ndarray, b: np.ndarray, folds: int = 5, seed: int = 0) -> float:
+    """Classifier two-sample test: mean ``folds``-fold accuracy of a gradient-boosted classifier
+    separating feature rows ``a (n, F)`` from ``b (n', F)`` (0.5 = indistinguishable)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from threadpoolctl import threadpool_limits
+
+    folds = min(int(folds), len(a), len(b))
+    if folds < 2:
+        return float("nan")
+    x = np.nan_to_num(np.concatenate([a, b]).astype(np.float64), nan=1e6, posinf=1e6, neginf=-1e6)
+    y = np.r_[np.zeros(len(a)), np.ones(len(b))]
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    # 64 bins and early stopping (on 10% of each training fold, where that holds at least 20 samples)
+    # keep a 400-vs-400 test at a few seconds; one OpenMP thread, because the boosting's per-iteration
+    # thread barriers stall badly when the cores are shared (training threads, parallel sweep jobs)
+    clf = HistGradientBoostingClassifier(max_bins=64, early_stopping=len(x) >= 250, random_state=seed)
+    with threadpool_limits(1, user_api="openmp"):
+        return float(cross_val_score(clf, x, y, cv=cv, scoring="accuracy").mean())
+
+
+C2ST_EIGENVALUES = 16   # largest eigenvalues among the c2st features
+
+
+def side_stats(csm: np.ndarray, *, max_sources: int, beamformer: MapBeamformer | None = None) -> dict[str, Any]:
+    """Per-set statistics the comparisons need (computed once per set and reused)."""
+    csm = np.asarray(csm, np.complex128)
+    finite = np.isfinite(csm).all(axis=(-2, -1))
+    # non-finite samples (a diverged generator) count as invalid and are zeroed for the rest
+    csm = np.where(finite[:, None, None], csm, 0.0)
+    herm, w = _hermitian_eigs(csm, 1e-6)
+    db = _db_from(w)
+    st: dict[str, Any] = {"psd_rate": _psd_from(herm & finite, w, 1e-6), "db": db,
+                          "count": source_count(db, max_sources)}
+    top = 10 * np.log10(np.maximum(w[:, :C2ST_EIGENVALUES], 1e-12))
+    feats = [top]
+    if beamformer is not None:
+        mp = beamformer.maps(csm)
+        st["peak_xy"], st["peak_db"] = beamformer.peaks_of(mp)
+        feats.append(map_db(mp))
+    st["features"] = np.concatenate(feats, axis=1)
+    return st
+
+
+def compare(gen: dict[str, Any], real: dict[str, Any], *, max_sources: int, aperture: float | None,
+            seed: int = 0) -> dict[str, float]:
+    """Comparison metrics of two sets' ``side_stats`` (the module docstring's list)."""
+    out = {"c2st": c2st(real["features"], gen["features"], seed=seed),
+           "spectrum_db": spectrum_db(gen["db"], real["db"]),
+           "source_count_dist": tv_distance(gen["count"], real["count"], max_sources)}
+    if "peak_xy" in gen and "peak_xy" in real:
+        k = min(len(gen["peak_xy"]), len(real["peak_xy"]))
+        scale = float(aperture) if aperture else 1.0
+        out["peak_w1"] = wasserstein_2d(gen["peak_xy"][:k], real["peak_xy"][:k]) / scale
+        out["peak_level_dist"] = wasserstein_1d(gen["peak_db"][:k], real["peak_db"][:k])
+    return out
+
+
 def csm_metrics(gen_csm: np.ndarray, real_csm: np.ndarray, *, max_sources: int,
                 gen_vectors: np.ndarray | None = None, beamformer: MapBeamformer | None = None,
-                num_beamformed: int = 32, real_cache: dict[str, Any] | None = None) -> dict[str, float]:
+                aperture: float | None = None, floor_csm: np.ndarray | None = None,
+                real_cache: dict[str, Any] | None = None, seed: int = 0) -> dict[str, float]:
     """All metrics for generated vs real CSMs (see module docstring).
 
     ``gen_vectors``: generated eigenvectors for ``orthonormality_error`` (omitted when None).
-    ``beamformer``: enables the two map metrics on the first ``num_beamformed`` samples.
-    ``real_cache``: a dict reused across calls to keep the real side's statistics.
+    ``beamformer``: enables the map metrics (``peak_w1`` in apertures of ``aperture``).
+    ``floor_csm``: a second real set, disjoint from ``real_csm``, for the ``*_floor`` values.
+    ``real_cache``: a dict reused across calls to keep the real side's statistics and the floors.
     """
     cache = real_cache if real_cache is not None else {}
-    if "db" not in cache:
-        cache["db"] = eig_db(real_csm)
-        cache["count"] = source_count(cache["db"], max_sources)
-    gen_csm = np.asarray(gen_csm, np.complex128)
-    finite = np.isfinite(gen_csm).all(axis=(-2, -1))
-    # non-finite samples (a diverged generator) count as invalid and are zeroed for the rest
-    gen_csm = np.where(finite[:, None, None], gen_csm, 0.0)
-    herm, w = _hermitian_eigs(gen_csm, 1e-6)
-    out: dict[str, float] = {"psd_rate": _psd_from(herm & finite, w, 1e-6)}
-    gdb = _db_from(w)
-    out["spectrum_db"] = spectrum_db(gdb, cache["db"])
-    out["source_count_dist"] = tv_distance(source_count(gdb, max_sources), cache["count"], max_sources)
+    kw = dict(max_sources=max_sources, beamformer=beamformer)
+    if "real" not in cache:
+        cache["real"] = side_stats(real_csm, **kw)
+        if floor_csm is not None and len(floor_csm):
+            floor = compare(side_stats(floor_csm, **kw), cache["real"], max_sources=max_sources,
+                            aperture=aperture, seed=seed)
+            cache["floor"] = {f"{k}_floor": v for k, v in floor.items()}
+    gen = side_stats(gen_csm, **kw)
+    out: dict[str, float] = {"psd_rate": gen["psd_rate"]}
+    out.update(compare(gen, cache["real"], max_sources=max_sources, aperture=aperture, seed=seed))
     if gen_vectors is not None:
         out["orthonormality_error"] = orthonormality_error(np.nan_to_num(gen_vectors))
-    if beamformer is not None:
-        k = min(num_beamformed, len(gen_csm), len(real_csm))
-        if "peak_xy" not in cache or len(cache["peak_xy"]) != k:
-            cache["peak_xy"], cache["peak_db"] = beamformer.peaks(real_csm[:k])
-        gxy, gdb_peak = beamformer.peaks(gen_csm[:k])
-        out["peak_position_dist"] = wasserstein_2d(gxy, cache["peak_xy"])
-        out["peak_level_dist"] = wasserstein_1d(gdb_peak, cache["peak_db"])
+    out.update(cache.get("floor", {}))
     return out

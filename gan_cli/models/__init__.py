@@ -21,6 +21,7 @@ MODELS: dict[str, str] = {
     "mlp": "gan_cli.models.mlp:build_mlp",
     "maxout": "gan_cli.models.mlp:build_mlp",
     "csm_mlp": "gan_cli.models.csm:build_csm_models",
+    "csm_physics": "gan_cli.models.csm_physics:build_csm_physics",
     "dcgan": "gan_cli.models.conv:build_dcgan",
 }
 

@@ -1,0 +1,113 @@
+"""model=csm_physics: the source-field layer against the simulator, its Wishart draw, the critic's
+features against the metrics' beamformer, and a build on real (simulated) data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from gan_cli.data.csm_beam import beamform, map_grid, steering
+from gan_cli.data.csm_sim import CsmSimulator, SimParams, array_aperture, load_mic_positions, transfer
+from gan_cli.models.csm_physics import CsmFeatures, SourceFieldCsm, batch_seed, transfer_tf
+
+UMA = load_mic_positions("minidsp_uma-16", 1.0)
+REF = UMA.shape[0] - 1
+FREQ = 1393.0
+
+
+def raw_params(xy: np.ndarray, depth: np.ndarray, q: np.ndarray, noise_frac: float, ap: float) -> np.ndarray:
+    """The generator-side raw vector that SourceFieldCsm maps to these sources (its inverse)."""
+    c0 = math.log(math.expm1(0.5))
+    rz = (np.log(np.expm1(depth / ap)) - c0) / 0.25
+    src = np.concatenate([xy / (0.25 * ap), rz[:, None], np.log10(q)[:, None]], axis=1)
+    return np.concatenate([src.ravel(), [math.log10(noise_frac) + 1.5]])[None].astype(np.float32)
+
+
+def test_transfer_matches_acoular():
+    src = np.array([[0.1, -0.2, 0.5], [-0.3, 0.05, 0.4]])
+    want = transfer(UMA, src, FREQ, 343.0, REF)
+    got = transfer_tf(tf.constant(src[None], tf.float32), tf.constant(UMA, tf.float32), REF,
+                      tf.constant([2 * np.pi * FREQ / 343.0]))[0].numpy()
+    np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_exact_field_is_the_simulators_csm():
+    ap = array_aperture(UMA)
+    xy, depth, q = np.array([[0.1, -0.2], [-0.3, 0.05]]), np.array([0.5, 0.45]), np.array([4.0, 0.5])
+    layer = SourceFieldCsm(UMA, FREQ, REF, snapshots=None, num_sources=2)
+    out = layer(raw_params(xy, depth, q, 0.01, ap)).numpy()[0]
+    sim = CsmSimulator(SimParams(array="minidsp_uma-16", frequency=FREQ))
+    loc = np.concatenate([xy, depth[:, None]], 1)[None]
+    c = sim.exact_csm(loc, q[None], np.array([0.01 * q.sum()]))[0]
+    c = c / c[REF, REF].real
+    np.testing.assert_allclose(out[..., 0] + 1j * out[..., 1], c, atol=2e-5)
+
+
+def test_wishart_draw_has_the_estimators_mean_and_variance():
+    # E C_hat = C and E |C_hat_ij - C_ij|^2 = C_ii C_jj / B for a B-snapshot estimate; compared before
+    # normalisation through the unnormalised product of the layer's Bartlett factor
+    b, n = 40, 3000
+    layer = SourceFieldCsm(UMA[:4], FREQ, 3, snapshots=b, num_sources=1)
+    lfac = tf.constant(np.array([[1.0, 0.3j, 0.0, 0.2], [0.5, 1.0, 0.1j, 0.0], [0.0, 0.2, 1.0, 0.0], [0.1j, 0.0, 0.4, 1.0]]),
+                       tf.complex64)
+    c_true = (lfac @ tf.linalg.adjoint(lfac)).numpy()
+    t = layer._wishart_factor(tf.random.normal([n, 5]), n, 4)
+    x = tf.matmul(tf.broadcast_to(lfac, [n, 4, 4]), t)
+    est = (tf.matmul(x, x, adjoint_b=True) / b).numpy()
+    np.testing.assert_allclose(est.mean(0), c_true, atol=0.06)
+    var = (np.abs(est - c_true) ** 2).mean(0)
+    want = np.outer(np.diag(c_true).real, np.diag(c_true).real) / b
+    np.testing.assert_allclose(var, want, rtol=0.15)
+
+
+def test_generator_output_is_a_deterministic_function_of_the_batch():
+    layer = SourceFieldCsm(UMA, FREQ, REF, snapshots=1070, num_sources=3)
+    raw = tf.random.stateless_normal([8, 13], seed=[1, 2])
+    a, b = layer(raw).numpy(), layer(raw).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(layer(raw * 1.001).numpy(), a)
+    c = a[..., 0] + 1j * a[..., 1]
+    assert np.allclose(c, np.conj(np.swapaxes(c, 1, 2)), atol=1e-5)
+    assert np.linalg.eigvalsh(c).min() > 0 and np.allclose(c[:, REF, REF], 1.0, atol=1e-5)
+    assert batch_seed(raw, 1).numpy().tolist() != batch_seed(raw, 2).numpy().tolist()
+
+
+def test_critic_map_feature_is_the_metrics_beamformer():
+    ap = array_aperture(UMA)
+    pts = map_grid(ap, 5)
+    steer = steering(UMA, pts, FREQ, 343.0, REF)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 16, 20)) + 1j * rng.standard_normal((3, 16, 20))
+    c = a @ np.conj(np.swapaxes(a, 1, 2)) / 20
+    feats = CsmFeatures(16, ["eig", "map"], grid_size=len(pts))
+    feats.steer_re.assign(steer.real[None].astype(np.float32))
+    feats.steer_im.assign(steer.imag[None].astype(np.float32))
+    x = tf.constant(np.stack([c.real, c.imag], -1).astype(np.float32))
+    got = feats(x).numpy()
+    eig = 10 * np.log10(np.linalg.eigvalsh(c)[:, ::-1])
+    mp = 10 * np.log10(beamform(c, steer, remove_diagonal=False))
+    np.testing.assert_allclose(got, np.concatenate([eig, mp], 1), atol=2e-3)
+
+
+def test_build_on_simulated_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("GAN_CLI_DATA", str(tmp_path))
+    from omegaconf import OmegaConf
+
+    from gan_cli.data.csm import CsmDataset
+    from gan_cli.errors import ConfigError
+    from gan_cli.models import get_builder
+
+    data = CsmDataset(array="minidsp_uma-16", num_samples=64, representation="csm")
+    cfg = OmegaConf.create({"generator": {"hidden": [16], "sources": 3}, "discriminator": {"hidden": [16], "grid": 4}})
+    g, d = get_builder("csm_physics")(cfg, data, 8, False)
+    x = g(tf.random.normal([5, 8])).numpy()
+    assert x.shape == (5, 16, 16, 2) and d(x).shape == (5, 1)
+    real = data.real_samples(64, seed=0)[0]
+    feats = d.get_layer("csm_features")(tf.constant(real)).numpy()
+    # standardised with the real data's statistics
+    assert abs(feats.mean()) < 0.2 and 0.7 < feats.std() < 1.3
+    with pytest.raises(ConfigError, match="representation=csm"):
+        get_builder("csm_physics")(cfg, CsmDataset(array="minidsp_uma-16", num_samples=64, representation="eigmode"), 8, False)
