@@ -46,6 +46,10 @@ def app(cfg: DictConfig):
         if cfg.train.get("overwrite", False):
             clear_run_outputs(run_dir)
         elif has_run_outputs(run_dir):
+            if "--experimental-rerun" in sys.argv:  # Hydra reruns a job in its own folder, overrides ignored
+                raise UserError(f"--experimental-rerun would train again into {run_dir}, which holds that run's "
+                                f"results; use gan reproduce {run_dir} (a new folder), or rerun a job that was "
+                                "run with train.overwrite=true")
             raise UserError(f"the run folder {run_dir} holds an earlier run; choose another hydra.run.dir "
                             "or add train.overwrite=true")
         if _reused_worker():
