@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from gan_cli.data.csm_beam import beamform, map_grid, steering
 from gan_cli.data.csm_sim import CsmSimulator, SimParams, array_aperture, load_mic_positions, transfer
-from gan_cli.models.csm_physics import CsmFeatures, SourceFieldCsm, batch_seed, transfer_tf
+from gan_cli.models.csm_physics import CsmFeatures, SourceFieldCsm, keyed_normal, sample_keys, transfer_tf
 
 UMA = load_mic_positions("minidsp_uma-16", 1.0)
 REF = UMA.shape[0] - 1
@@ -29,8 +29,9 @@ def raw_params(xy: np.ndarray, depth: np.ndarray, q: np.ndarray, noise_frac: flo
 def test_transfer_matches_acoular():
     src = np.array([[0.1, -0.2, 0.5], [-0.3, 0.05, 0.4]])
     want = transfer(UMA, src, FREQ, 343.0, REF)
-    got = transfer_tf(tf.constant(src[None], tf.float32), tf.constant(UMA, tf.float32), REF,
-                      tf.constant([2 * np.pi * FREQ / 343.0]))[0].numpy()
+    re, im = transfer_tf(tf.constant(src[None], tf.float32), tf.constant(UMA, tf.float32), REF,
+                         tf.constant([2 * np.pi * FREQ / 343.0]))
+    got = re.numpy()[0] + 1j * im.numpy()[0]
     np.testing.assert_allclose(got, want, atol=2e-5)
 
 
@@ -38,7 +39,7 @@ def test_exact_field_is_the_simulators_csm():
     ap = array_aperture(UMA)
     xy, depth, q = np.array([[0.1, -0.2], [-0.3, 0.05]]), np.array([0.5, 0.45]), np.array([4.0, 0.5])
     layer = SourceFieldCsm(UMA, FREQ, REF, snapshots=None, num_sources=2)
-    out = layer(raw_params(xy, depth, q, 0.01, ap)).numpy()[0]
+    out = layer(raw_params(xy, depth, q, 0.01, ap), tf.zeros([1, 4])).numpy()[0]
     sim = CsmSimulator(SimParams(array="minidsp_uma-16", frequency=FREQ))
     loc = np.concatenate([xy, depth[:, None]], 1)[None]
     c = sim.exact_csm(loc, q[None], np.array([0.01 * q.sum()]))[0]
@@ -47,32 +48,38 @@ def test_exact_field_is_the_simulators_csm():
 
 
 def test_wishart_draw_has_the_estimators_mean_and_variance():
-    # E C_hat = C and E |C_hat_ij - C_ij|^2 = C_ii C_jj / B for a B-snapshot estimate; compared before
-    # normalisation through the unnormalised product of the layer's Bartlett factor
+    # E C_hat = C and E |C_hat_ij - C_ij|^2 = C_ii C_jj / B for a B-snapshot estimate, C_hat = (L T)(L T)^H / B
     b, n = 40, 3000
     layer = SourceFieldCsm(UMA[:4], FREQ, 3, snapshots=b, num_sources=1)
-    lfac = tf.constant(np.array([[1.0, 0.3j, 0.0, 0.2], [0.5, 1.0, 0.1j, 0.0], [0.0, 0.2, 1.0, 0.0], [0.1j, 0.0, 0.4, 1.0]]),
-                       tf.complex64)
-    c_true = (lfac @ tf.linalg.adjoint(lfac)).numpy()
-    t = layer._wishart_factor(tf.random.normal([n, 5]), n, 4)
-    x = tf.matmul(tf.broadcast_to(lfac, [n, 4, 4]), t)
-    est = (tf.matmul(x, x, adjoint_b=True) / b).numpy()
+    lfac = np.array([[1.0, 0.3j, 0.0, 0.2], [0.5, 1.0, 0.1j, 0.0], [0.0, 0.2, 1.0, 0.0], [0.1j, 0.0, 0.4, 1.0]])
+    c_true = lfac @ lfac.conj().T
+    t_re, t_im = layer._wishart_factor(tf.random.stateless_normal([n, 5], seed=[3, 4]), 4)
+    x = lfac[None] @ (t_re.numpy() + 1j * t_im.numpy())
+    est = x @ np.conj(np.swapaxes(x, 1, 2)) / b
     np.testing.assert_allclose(est.mean(0), c_true, atol=0.06)
     var = (np.abs(est - c_true) ** 2).mean(0)
     want = np.outer(np.diag(c_true).real, np.diag(c_true).real) / b
     np.testing.assert_allclose(var, want, rtol=0.15)
 
 
-def test_generator_output_is_a_deterministic_function_of_the_batch():
+def test_keyed_normals_are_standard_and_depend_only_on_their_own_row():
+    z = tf.random.stateless_normal([4000, 8], seed=[5, 6])
+    x = keyed_normal(sample_keys(z, 1), (3,)).numpy()
+    assert abs(x.mean()) < 0.03 and abs(x.std() - 1) < 0.03 and abs(np.corrcoef(x[:, 0], x[:, 1])[0, 1]) < 0.05
+    np.testing.assert_array_equal(keyed_normal(sample_keys(z[7:9], 1), (3,)).numpy(), x[7:9])
+    assert not np.array_equal(keyed_normal(sample_keys(z, 2), (3,)).numpy(), x)
+
+
+def test_generator_output_is_a_deterministic_function_of_each_sample():
     layer = SourceFieldCsm(UMA, FREQ, REF, snapshots=1070, num_sources=3)
     raw = tf.random.stateless_normal([8, 13], seed=[1, 2])
-    a, b = layer(raw).numpy(), layer(raw).numpy()
-    np.testing.assert_array_equal(a, b)
-    assert not np.allclose(layer(raw * 1.001).numpy(), a)
+    z = tf.random.stateless_normal([8, 6], seed=[3, 2])
+    a = layer(raw, z).numpy()
+    np.testing.assert_allclose(layer(raw[2:5], z[2:5]).numpy(), a[2:5], rtol=1e-4, atol=2e-5)
+    assert not np.allclose(layer(raw, z * 1.001).numpy(), a)
     c = a[..., 0] + 1j * a[..., 1]
     assert np.allclose(c, np.conj(np.swapaxes(c, 1, 2)), atol=1e-5)
     assert np.linalg.eigvalsh(c).min() > 0 and np.allclose(c[:, REF, REF], 1.0, atol=1e-5)
-    assert batch_seed(raw, 1).numpy().tolist() != batch_seed(raw, 2).numpy().tolist()
 
 
 def test_critic_map_feature_is_the_metrics_beamformer():

@@ -16,9 +16,9 @@ Karakonstantis & Fernandez-Grande (2023), which outputs plane-wave coefficients:
   Bartlett factor (``|T_ii|^2 ~ Gamma(B - i)``, ``T_ij ~ CN(0, 1)`` below the diagonal);
 * normalised by its reference-mic autopower, as the real data are.
 
-The Wishart noise comes from stateless random ops seeded by a hash of the batch of ``z``, so the
-generator is a deterministic function of its input batch: resumed runs, ``gan sample`` and
-exported models give the same CSMs for the same noise.
+The Wishart noise comes from a counter-based hash of each sample's own ``z`` (all in ``keras.ops``),
+so the generator is a deterministic function of its input: resumed runs, ``gan sample`` and
+exported models give the same CSM for the same noise vector, whatever the batch.
 
 The critic sees what a beamforming person reads off a CSM: a fixed ``CsmFeatures`` layer computes
 the eigenvalue spectrum in dB and the conventional beamforming map in dB over the source region,
@@ -34,42 +34,72 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from gan_cli.data.csm_beam import map_grid, steering
 from gan_cli.errors import ConfigError
 
-P_INT = 2 ** 31 - 1
 # per source: x, y, depth, log10 strength (+ a presence logit with gates); plus one log10 noise fraction
 PARAMS_PER_SOURCE = 4
 GATE_SLOPE = 4.0   # presence = sigmoid(GATE_SLOPE * logit): near 0 or 1 for logits beyond about +-1
 
 
-def transfer_tf(src: tf.Tensor, mics: tf.Tensor, ref: int, wavenumber: tf.Tensor) -> tf.Tensor:
-    """Monopole transfer ``(B, K, M)`` complex64 from sources ``src (B, K, 3)`` to mics ``(M, 3)``.
+def transfer_tf(src, mics, ref: int, wavenumber):
+    """Monopole transfer ``(re, im)``, each ``(B, K, M)``, from sources ``src (B, K, 3)`` to mics ``(M, 3)``.
 
-    ``wavenumber``: ``(B,)`` or scalar. ``H[..., ref] == 1`` (acoular's reference-mic convention)."""
+    ``wavenumber``: ``(B,)``. ``H[..., ref] == 1`` (acoular's reference-mic convention)."""
     d = src[:, :, None, :] - mics[None, None, :, :]
-    r = tf.sqrt(tf.reduce_sum(d * d, axis=-1) + 1e-12)               # (B, K, M)
+    r = ops.sqrt(ops.sum(d * d, axis=-1) + 1e-12)                       # (B, K, M)
     r0 = r[:, :, ref:ref + 1]
-    kw = tf.reshape(tf.cast(wavenumber, tf.float32), [-1, 1, 1])
-    phase = -kw * (r - r0)
-    return tf.complex(r0 / r * tf.cos(phase), r0 / r * tf.sin(phase))
+    phase = -ops.reshape(wavenumber, (-1, 1, 1)) * (r - r0)
+    return r0 / r * ops.cos(phase), r0 / r * ops.sin(phase)
 
 
-def batch_seed(z: tf.Tensor, salt: int) -> tf.Tensor:
-    """A stateless-RNG seed ``(2,)`` int64 that is a deterministic hash of the whole batch ``z``."""
-    bits = tf.reshape(tf.cast(tf.bitcast(tf.cast(z, tf.float32), tf.int32), tf.int64), [-1])
-    idx = tf.range(tf.size(bits, out_type=tf.int64), dtype=tf.int64)
-    out = []
-    for mult in (1_000_003 + salt, 999_983 + 7 * salt):
-        w = tf.math.floormod(idx * mult + 12_345, 1 << 20) + 1
-        out.append(tf.math.floormod(tf.reduce_sum(tf.math.floormod(tf.math.floormod(bits, P_INT) * w, P_INT)), P_INT))
-    return tf.stack(out)
+# A counter-based random number generator in keras.ops (the "lowbias32" integer hash of C. Wellons,
+# on 32-bit words kept in int64 so that no product overflows). It gives each sample its own stream
+# keyed on its latent vector, so the same z gives the same CSM in training, in `gan sample` and in
+# an exported model, whatever the batch.
+_MASK32 = 0xFFFFFFFF
 
 
-def _to_complex(x: tf.Tensor) -> tf.Tensor:
-    """Real -> complex64 through ``tf.complex`` (a cast's gradient would warn that it drops the imaginary part)."""
-    return tf.complex(x, tf.zeros_like(x))
+def _i64(v):
+    """An int64 constant (keras.ops' bitwise ops take tensors on both sides when traced symbolically)."""
+    return ops.convert_to_tensor(np.asarray(v, np.int64))
+
+
+def _mul32(a, b: int):
+    """``a * b mod 2^32`` for int64 tensors ``a`` in [0, 2^32) and a constant ``b`` < 2^32."""
+    b_lo, b_hi = _i64(b & 0xFFFF), _i64(b >> 16)
+    a_lo, a_hi = ops.bitwise_and(a, _i64(0xFFFF)), ops.right_shift(a, _i64(16))
+    mid = ops.bitwise_and(a_hi * b_lo + a_lo * b_hi, _i64(0xFFFF))
+    return ops.bitwise_and(a_lo * b_lo + ops.left_shift(mid, _i64(16)), _i64(_MASK32))
+
+
+def _hash32(x):
+    x = ops.bitwise_xor(x, ops.right_shift(x, _i64(16)))
+    x = _mul32(x, 0x7FEB352D)
+    x = ops.bitwise_xor(x, ops.right_shift(x, _i64(15)))
+    x = _mul32(x, 0x846CA68B)
+    return ops.bitwise_xor(x, ops.right_shift(x, _i64(16)))
+
+
+def sample_keys(z, salt: int):
+    """One 32-bit key ``(B,)`` int64 per row of ``z (B, D)``: a hash of its values quantised to 2^-16."""
+    q = ops.cast(ops.floor(ops.cast(z, "float32") * 65536.0), "int64")
+    q = ops.bitwise_and(q, _i64(_MASK32))                               # two's complement low word
+    weights = [(2654435761 * (j + 1) + 97 * salt) & _MASK32 for j in range(int(z.shape[-1]))]
+    mixed = _hash32(ops.bitwise_and(q + _i64(weights), _i64(_MASK32)))
+    return _hash32(ops.bitwise_and(ops.sum(mixed, axis=-1) + _i64(salt), _i64(_MASK32)))
+
+
+def keyed_normal(keys, shape: tuple[int, ...]):
+    """Standard normals ``(B, *shape)`` float32: row ``i`` is a pure function of ``keys[i]``."""
+    count = int(np.prod(shape))
+    idx = np.arange(count, dtype=np.int64) * 0x9E3779B9 & _MASK32
+    x = ops.bitwise_xor(ops.reshape(keys, (-1, 1)), _i64(idx))
+    bits = ops.right_shift(_hash32(_hash32(x)), _i64(8))                 # 24 random bits
+    u = (ops.cast(bits, "float32") + 0.5) * (1.0 / (1 << 24))             # in (0, 1)
+    return ops.reshape(math.sqrt(2.0) * ops.erfinv(2.0 * u - 1.0), (-1, *shape))
 
 
 def _as_list(x: Any) -> list:
@@ -78,10 +108,12 @@ def _as_list(x: Any) -> list:
 
 @keras.saving.register_keras_serializable(package="gan_cli")
 class SourceFieldCsm(keras.layers.Layer):
-    """Raw source parameters ``(B, K * 4 + 1)`` -> normalised CSM ``(B, M, M, 2)`` [Re, Im] (module docstring).
+    """Raw source parameters ``(B, K * P + 1)`` and the latent ``z`` -> normalised CSM ``(B, M, M, 2)``
+    [Re, Im] (module docstring); ``z`` keys the Wishart noise. Written in ``keras.ops`` only, so that an
+    exported generator holds it as it is.
 
     ``frequencies``: one frequency (Hz), or one per class label; with several, ``call`` takes the
-    labels ``(B,)`` as a second input and models each sample at its line's frequency."""
+    labels ``(B,)`` as a third input and models each sample at its line's frequency."""
 
     def __init__(self, mic_positions, frequencies, reference_mic: int, c: float = 343.0,
                  snapshots: int | None = 1070, num_sources: int = 10, gates: bool = False, **kwargs: Any):
@@ -98,53 +130,65 @@ class SourceFieldCsm(keras.layers.Layer):
         pos = np.asarray(self.mic_positions)
         self.aperture = float(np.sqrt(((pos[:, None] - pos[None]) ** 2).sum(-1)).max())
 
-    def call(self, raw, labels=None):
+    def call(self, raw, z, labels=None):
         m, k, ap = len(self.mic_positions), self.num_sources, self.aperture
-        raw = tf.cast(raw, tf.float32)
-        b = tf.shape(raw)[0]
-        src = tf.reshape(raw[:, : k * self.per_source], [b, k, self.per_source])
+        raw = ops.cast(raw, "float32")
+        src = ops.reshape(raw[:, : k * self.per_source], (-1, k, self.per_source))
         # positions: x, y around the array axis; depth > 0 (softplus), 0.5 aperture at a zero input
         xy = 0.25 * ap * src[..., :2]
-        depth = ap * tf.nn.softplus(src[..., 2:3] * 0.25 + math.log(math.expm1(0.5)))
-        q = tf.pow(10.0, tf.clip_by_value(src[..., 3], -8.0, 4.0))               # (B, K)
+        depth = ap * ops.softplus(src[..., 2:3] * 0.25 + math.log(math.expm1(0.5)))
+        q = ops.power(10.0, ops.clip(src[..., 3], -8.0, 4.0))                   # (B, K)
         if self.gates:  # a source slot switched on or off as a whole, so source counts can be discrete
-            q = q * tf.sigmoid(GATE_SLOPE * src[..., 4])
-        noise = tf.reduce_sum(q, axis=1) * tf.pow(10.0, tf.clip_by_value(raw[:, -1] - 1.5, -8.0, 1.0))
-        mics = tf.constant(self.mic_positions, tf.float32)
-        kw = 2 * math.pi * tf.constant(self.frequencies, tf.float32) / self.c
+            q = q * ops.sigmoid(GATE_SLOPE * src[..., 4])
+        noise = ops.sum(q, axis=1) * ops.power(10.0, ops.clip(raw[:, -1] - 1.5, -8.0, 1.0))
+        mics = ops.convert_to_tensor(np.asarray(self.mic_positions, np.float32))
+        kw = ops.convert_to_tensor(np.asarray(self.frequencies, np.float32) * (2 * math.pi / self.c))
         if len(self.frequencies) > 1:
-            kw = tf.gather(kw, tf.cast(tf.reshape(labels, [-1]), tf.int32))
+            kw = ops.take(kw, ops.cast(ops.reshape(labels, (-1,)), "int32"))
         else:
-            kw = tf.fill([b], kw[0])
-        h = transfer_tf(tf.concat([xy, depth], axis=-1), mics, self.reference_mic, kw)       # (B, K, M)
-        g = tf.transpose(h, [0, 2, 1]) * _to_complex(tf.sqrt(q))[:, None, :]    # (B, M, K)
-        eye = tf.eye(m, batch_shape=[b], dtype=tf.complex64)
-        lfac = tf.concat([g, eye * _to_complex(tf.sqrt(noise))[:, None, None]], axis=2)  # (B, M, K+M)
+            kw = kw[0] * ops.ones_like(raw[:, 0])
+        h_re, h_im = transfer_tf(ops.concatenate([xy, depth], axis=-1), mics, self.reference_mic, kw)
+        amp = ops.sqrt(q)[:, None, :]
+        eye = ops.eye(m)[None] * ops.sqrt(noise)[:, None, None]
+        # L = [H diag(sqrt q), sigma I] (B, M, K + M) as real and imaginary parts
+        l_re = ops.concatenate([ops.transpose(h_re, (0, 2, 1)) * amp, eye], axis=2)
+        l_im = ops.concatenate([ops.transpose(h_im, (0, 2, 1)) * amp, ops.zeros_like(eye)], axis=2)
         if self.snapshots:
-            lfac = tf.matmul(lfac, self._wishart_factor(raw, b, k + m)) / math.sqrt(self.snapshots)
-        c = tf.matmul(lfac, lfac, adjoint_b=True)
+            t_re, t_im = self._wishart_factor(z, k + m)
+            scale = 1.0 / math.sqrt(self.snapshots)
+            l_re, l_im = ((ops.matmul(l_re, t_re) - ops.matmul(l_im, t_im)) * scale,
+                          (ops.matmul(l_re, t_im) + ops.matmul(l_im, t_re)) * scale)
+        lt_re, lt_im = ops.transpose(l_re, (0, 2, 1)), ops.transpose(l_im, (0, 2, 1))
+        c_re = ops.matmul(l_re, lt_re) + ops.matmul(l_im, lt_im)              # L L^H
+        c_im = ops.matmul(l_im, lt_re) - ops.matmul(l_re, lt_im)
         ref = self.reference_mic
-        c = c / _to_complex(tf.math.real(c[:, ref:ref + 1, ref:ref + 1]))
-        return tf.stack([tf.math.real(c), tf.math.imag(c)], axis=-1)
+        pref = c_re[:, ref:ref + 1, ref:ref + 1]
+        return ops.stack([c_re / pref, c_im / pref], axis=-1)
 
-    def _wishart_factor(self, raw, b, p: int):
-        """The Bartlett factor ``T (B, p, p)`` complex64 of ``W = T T^H ~ CWishart_p(snapshots, I)``."""
+    def _wishart_factor(self, z, p: int):
+        """``(re, im)`` of the Bartlett factor ``T (B, p, p)`` of ``W = T T^H ~ CWishart_p(snapshots, I)``
+        (with fewer snapshots than ``p``: the ``p x snapshots`` snapshot matrix itself), keyed on ``z``.
+
+        The diagonal's ``sqrt(Gamma(snapshots - i))`` comes from a normal through the Wilson-Hilferty
+        cube (Wilson & Hilferty 1931), accurate to a fraction of a percent in the quantiles for the
+        hundreds of degrees of freedom of averaged CSMs."""
         n = self.snapshots
-        if n < p:  # singular Wishart: draw the snapshots themselves, p x n
-            s = batch_seed(raw, 1)
-            a = tf.random.stateless_normal([b, p, n, 2], seed=s) * math.sqrt(0.5)
-            return tf.complex(a[..., 0], a[..., 1])
-        s1, s2 = batch_seed(raw, 1), batch_seed(raw, 2)
-        a = tf.random.stateless_normal([b, p, p, 2], seed=s1) * math.sqrt(0.5)
-        lower = tf.linalg.band_part(tf.complex(a[..., 0], a[..., 1]), -1, 0)
-        lower = tf.linalg.set_diag(lower, tf.zeros([b, p], tf.complex64))
-        alpha = tf.constant(float(n) - np.arange(p, dtype=np.float64), tf.float32)
-        diag = tf.sqrt(tf.random.stateless_gamma([b, p], seed=s2, alpha=alpha))
-        return lower + tf.linalg.diag(tf.complex(diag, tf.zeros_like(diag)))
+        keys = sample_keys(z, 1)
+        if n < p:
+            a = keyed_normal(keys, (p, n, 2)) * math.sqrt(0.5)
+            return a[..., 0], a[..., 1]
+        a = keyed_normal(keys, (p, p, 3)) * math.sqrt(0.5)
+        strict = ops.convert_to_tensor(np.tril(np.ones((p, p), np.float32), -1))
+        alpha = float(n) - np.arange(p, dtype=np.float64)
+        v = 1.0 / (9.0 * alpha)
+        mean, std = (ops.convert_to_tensor(x.astype(np.float32)) for x in (1.0 - v, np.sqrt(2.0 * v)))
+        g = ops.convert_to_tensor(alpha.astype(np.float32)) * ops.power(ops.maximum(mean + a[:, :, 0, 2] * std, 0.0), 3.0)
+        t_re = a[..., 0] * strict + ops.eye(p)[None] * ops.sqrt(g)[:, :, None]
+        return t_re, a[..., 1] * strict
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, raw_shape, z_shape=None, labels_shape=None):
         m = len(self.mic_positions)
-        return (input_shape[0], m, m, 2)
+        return (raw_shape[0], m, m, 2)
 
     def get_config(self) -> dict:
         cfg = super().get_config()
@@ -281,7 +325,7 @@ def build_csm_physics(cfg: Any, data: Any, latent_dim: int, conditional: bool) -
     raw = keras.layers.Dense(num_sources * (PARAMS_PER_SOURCE + int(gates)) + 1, name="g_params")(h)
     field = SourceFieldCsm(data.mic_positions, freqs, ref, c=float(data.c), snapshots=int(snapshots) or None,
                            num_sources=num_sources, gates=gates, name="source_field")
-    out = field(raw, g_inputs[1]) if conditional else field(raw)
+    out = field(raw, z, g_inputs[1]) if conditional else field(raw, z)
     generator = keras.Model(g_inputs if conditional else z, out, name="csm_physics_generator")
 
     points = map_grid(float(data.aperture), grid)
