@@ -245,7 +245,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     saved_overrides = read_overrides(run)
     if saved_overrides is None:
         raise UserError(f"{saved} is not a YAML list of overrides; restore it or re-run with gan train")
-    old = [o for o in saved_overrides if not o.lstrip("+~").startswith("hydra.")]
+    # model=auto / optimizer=auto (older runs) are what the dataset and loss configs now choose themselves
+    old = [o for o in saved_overrides if not o.lstrip("+~").startswith("hydra.")
+           and o not in ("model=auto", "optimizer=auto")]
     now = datetime.datetime.now()
     new_dir = Path("outputs") / now.strftime("%Y-%m-%d") / (now.strftime("%H-%M-%S-%f") + "_reproduce")
     # a trial of an Optuna search: its overrides hold the sampled values; run it once, not a new search
