@@ -188,7 +188,8 @@ def main() -> int:
             if key not in floors:
                 floors[key] = floor_row(row["dataset"], args, work, env)
     text = table(rows + list(floors.values()))
-    info = (f"`python benchmarks/csm_quality.py --setups {' '.join(args.setups)} --seeds {' '.join(map(str, args.seeds))}`"
+    extra = f" --overrides {' '.join(args.overrides)}" if args.overrides else ""
+    info = (f"`python benchmarks/csm_quality.py --setups {' '.join(args.setups)} --seeds {' '.join(map(str, args.seeds))}{extra}`"
             f" ({args.samples} generated vs {args.samples} fresh real CSMs, real seed {args.real_seed})")
     print("\n" + info + "\n\n" + text)
     if args.out:

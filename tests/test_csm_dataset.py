@@ -156,7 +156,9 @@ def test_hydra_instantiates_the_packaged_yaml(cache):
 
     from gan_cli.data.csm_cli import dataset_yaml
 
-    cfg = OmegaConf.merge(OmegaConf.load(dataset_yaml()), OmegaConf.from_dotlist(["array=minidsp_uma-16", "num_samples=32"]))
+    base = OmegaConf.load(dataset_yaml())
+    base.pop("defaults")   # Hydra's defaults list (the recommended model), not a constructor key
+    cfg = OmegaConf.merge(base, OmegaConf.from_dotlist(["array=minidsp_uma-16", "num_samples=32"]))
     ds = instantiate(cfg, _convert_="all")
     assert isinstance(ds, CsmDataset) and ds.name == "csm" and ds.kind == "csm"
     assert ds.sample_shape == (16, 16, 2) and ds.default_model == "csm_physics" and ds.default_latent_dim == 128

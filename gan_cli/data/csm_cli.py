@@ -40,7 +40,7 @@ def load_config(overrides: list[str]):
     from omegaconf import OmegaConf
 
     base = OmegaConf.load(dataset_yaml())
-    valid = [k for k in base.keys() if k not in ("_target_", "name")]
+    valid = [k for k in base.keys() if k not in ("_target_", "name", "defaults")]
     dot = []
     for item in overrides or []:
         if "=" not in item:

@@ -277,7 +277,7 @@ def _line_frequencies(data) -> list[float]:
 def build_csm_physics(cfg: Any, data: Any, latent_dim: int, conditional: bool) -> tuple[keras.Model, keras.Model]:
     """Generator and critic of ``model=csm_physics`` (module docstring; keys in conf/model/csm_physics.yaml)."""
     if getattr(data, "kind", None) != "csm":
-        raise ConfigError("model=csm_physics models microphone-array CSMs; use dataset=csm (or model=auto)")
+        raise ConfigError("model=csm_physics models microphone-array CSMs; use dataset=csm (whose default model it is)")
     if getattr(data, "representation", "csm") != "csm":
         raise ConfigError(f"model=csm_physics generates whole CSMs; set dataset.representation=csm "
                           f"(got {data.representation!r}) or use model=csm_mlp")
