@@ -166,31 +166,40 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=400, help="generated and real CSMs compared (default 400)")
     p.add_argument("--real-seed", type=int, default=11, help="simulation seed of the fresh real set (default 11)")
     p.add_argument("--overrides", nargs="*", default=[], help="extra overrides for every setup")
-    p.add_argument("--work", default=None, help="folder for runs and sets (default: a temporary folder)")
+    p.add_argument("--work", default=None, help="folder for runs, sets and the rows so far (default: a temporary folder)")
     p.add_argument("--out", default=None, help="also write the table (Markdown) here")
     args = p.parse_args()
 
     work = Path(args.work or tempfile.mkdtemp(prefix="csm_quality_"))
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    rows, floors = [], {}
+    # rows accumulate in WORK/rows.jsonl, so several invocations into one --work folder make one table
+    store = work / "rows.jsonl"
+    rows = [json.loads(line) for line in store.read_text().splitlines()] if store.exists() else []
+    floors = {}
     for setup in args.setups:
         for seed in args.seeds:
             try:
                 row = run_one(setup, seed, args, work, env)
+                row["command"] = f"--setups {' '.join(args.setups)} --seeds {' '.join(map(str, args.seeds))}" + (
+                    f" --overrides {' '.join(args.overrides)}" if args.overrides else "")
             except RuntimeError as exc:
                 print(f"{setup} seed {seed}: FAILED: {exc}", file=sys.stderr)
                 continue
-            rows.append(row)
+            rows = [r for r in rows if (r["setup"], r["seed"]) != (setup, seed)] + [row]
+            with store.open("a") as fh:
+                fh.write(json.dumps(row, default=str) + "\n")
             print(f"{setup} seed {seed}: " + ", ".join(f"{c} {row[c]:.3f}" for c in COLUMNS)
                   + f", {row['minutes']:.1f} min  {verdict(row)}", flush=True)
-            key = json.dumps({k: row["dataset"].get(k) for k in SIM_KEYS}, sort_keys=True, default=str)
-            if key not in floors:
-                floors[key] = floor_row(row["dataset"], args, work, env)
+    for row in rows:  # a floor row for every array in the table
+        key = json.dumps({k: row["dataset"].get(k) for k in SIM_KEYS}, sort_keys=True, default=str)
+        if key not in floors:
+            floors[key] = floor_row(row["dataset"], args, work, env)
     text = table(rows + list(floors.values()))
     extra = f" --overrides {' '.join(args.overrides)}" if args.overrides else ""
-    info = (f"`python benchmarks/csm_quality.py --setups {' '.join(args.setups)} --seeds {' '.join(map(str, args.seeds))}{extra}`"
-            f" ({args.samples} generated vs {args.samples} fresh real CSMs, real seed {args.real_seed})")
+    commands = sorted({r.get("command", "") for r in rows} | {f"--setups {' '.join(args.setups)} --seeds {' '.join(map(str, args.seeds))}{extra}"})
+    info = ("; ".join(f"`python benchmarks/csm_quality.py {c} --work WORK`" for c in commands if c)
+            + f" ({args.samples} generated vs {args.samples} fresh real CSMs, real seed {args.real_seed})")
     print("\n" + info + "\n\n" + text)
     if args.out:
         Path(args.out).write_text(f"# CSM quality\n\n{info}\n\n{text}\n")
