@@ -118,3 +118,13 @@ def test_build_on_simulated_data(tmp_path, monkeypatch):
     assert abs(feats.mean()) < 0.2 and 0.7 < feats.std() < 1.3
     with pytest.raises(ConfigError, match="representation=csm"):
         get_builder("csm_physics")(cfg, CsmDataset(array="minidsp_uma-16", num_samples=64, representation="eigmode"), 8, False)
+
+
+def test_keyed_normals_stay_finite_at_the_extremes_of_the_hash():
+    # the largest 23-bit value maps to u = 1 - 2^-24, which float32 holds exactly: erfinv stays finite
+    from gan_cli.models import csm_physics
+
+    u_max = (np.float32((1 << 23) - 1) + np.float32(0.5)) * np.float32(1.0 / (1 << 23))
+    assert u_max < 1.0 and np.isfinite(tf.math.erfinv(2.0 * u_max - 1.0).numpy())
+    z = tf.random.stateless_normal([20000, 4], seed=[8, 9])
+    assert np.isfinite(csm_physics.keyed_normal(csm_physics.sample_keys(z, 1), (50,)).numpy()).all()

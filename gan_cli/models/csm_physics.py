@@ -6,7 +6,8 @@ Every sample is therefore a valid CSM by construction, as in the physical-prior 
 Karakonstantis & Fernandez-Grande (2023), which outputs plane-wave coefficients:
 
 * ``K`` monopole sources, each with a position ``(x, y, z)`` and a squared strength ``q``
-  (``q = 10^u`` for the MLP's output ``u``, so a slot can switch a source off);
+  (``q = 10^u`` for the MLP's output ``u``, times a presence gate ``sigmoid(4 g)`` with
+  ``gates``, so that a slot switches a source on or off and source counts can be discrete);
 * uncorrelated microphone noise ``sigma^2 = sum_k q_k * 10^v``;
 * the exact CSM ``C = H diag(q) H^H + sigma^2 I``, with ``H`` the free-field monopole transfer
   referenced to the reference microphone (``H[m, k] = r0_k / r_mk * exp(-i kw (r_mk - r0_k))``,
@@ -97,8 +98,8 @@ def keyed_normal(keys, shape: tuple[int, ...]):
     count = int(np.prod(shape))
     idx = np.arange(count, dtype=np.int64) * 0x9E3779B9 & _MASK32
     x = ops.bitwise_xor(ops.reshape(keys, (-1, 1)), _i64(idx))
-    bits = ops.right_shift(_hash32(_hash32(x)), _i64(8))                 # 24 random bits
-    u = (ops.cast(bits, "float32") + 0.5) * (1.0 / (1 << 24))             # in (0, 1)
+    bits = ops.right_shift(_hash32(_hash32(x)), _i64(9))                 # 23 random bits
+    u = (ops.cast(bits, "float32") + 0.5) * (1.0 / (1 << 23))             # in [2^-24, 1 - 2^-24], exact in float32
     return ops.reshape(math.sqrt(2.0) * ops.erfinv(2.0 * u - 1.0), (-1, *shape))
 
 
