@@ -203,21 +203,33 @@ def parallel_builds(work: Path, n: int = 4, rounds: int = 1, kw: dict | None = N
     return res
 
 
-def _kill_during_write(proc: subprocess.Popen, folder: Path, pattern: str, window: float,
+def _kill_during_write(proc: subprocess.Popen, folder: Path, pattern: str, full_size: int,
                        rng: random.Random, timeout: float = 120) -> str:
-    """SIGKILL ``proc`` at a random moment in ``window`` seconds after a temporary matching ``pattern``
-    appears in ``folder``; returns "killed" or "finished first"."""
+    """SIGKILL ``proc`` at a random point of its write: once the temporary matching ``pattern`` in ``folder``
+    has grown to a random fraction of ``full_size`` bytes (the complete file's size), or at once when the
+    temporary is gone (renamed) before that. Returns what happened, for the outcome counts."""
+    fraction = rng.uniform(0.0, 1.0)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None and not list(folder.glob(pattern)):
-        time.sleep(0.002)
-    if proc.poll() is None:
-        time.sleep(rng.uniform(0, window))
+    seen = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        temps = list(folder.glob(pattern))
+        if temps:
+            seen = True
+            try:
+                if temps[0].stat().st_size >= fraction * full_size:
+                    break
+            except OSError:  # renamed between glob and stat
+                break
+        elif seen:
+            break
+        time.sleep(0.001)
     if proc.poll() is not None:
         proc.communicate()
         return "finished first"
+    temps = list(folder.glob(pattern))
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    return "killed"
+    return "killed mid-write" if temps else "killed after the rename"
 
 
 def kill_cache_builds(work: Path, kills: int = 3, seed: int = 0, kw: dict | None = None) -> Result:
@@ -227,12 +239,12 @@ def kill_cache_builds(work: Path, kills: int = 3, seed: int = 0, kw: dict | None
 
     kw = kw or KILL
     rng = random.Random(seed)
-    ref, window = reference(work, kw)
-    window *= 1.3
+    ref, _ = reference(work, kw)
+    full = _caches(work / "reference")[0].stat().st_size
     res = Result("SIGKILL during a cache build, then rerun")
     for i in range(kills):
         data = work / f"killcache{i}"
-        how = _kill_during_write(spawn_child(data, kw), data, ".csm_default_*.tmp.h5", window, rng)
+        how = _kill_during_write(spawn_child(data, kw), data, ".csm_default_*.tmp.h5", full, rng)
         half = False
         for c in _caches(data):  # the final name holds a complete, checked file or nothing
             try:
@@ -275,15 +287,14 @@ def kill_data_command(work: Path, kills: int = 2, seed: int = 0, num_samples: in
         for path, extra in ((ref_path, []), (old_path, ["seed=7"])):
             generate_command(str(path), True, args[3:] + extra)
     new_sums, old_sums = sums(ref_path), sums(old_path)
-    # the write window: a rough upper bound from the size (the simulation writes ~50 MB/s here)
-    window = max(0.2, ref_path.stat().st_size / 50e6)
+    full = ref_path.stat().st_size
     res = Result("SIGKILL during `gan data csm`, then rerun")
     for i in range(kills):
         out = folder / f"out{i}.h5"
         over_old = i % 2 == 0
         if over_old:
             shutil.copy(old_path, out)
-        how = _kill_during_write(gan(out), folder, f".{out.name}.*.tmp.h5", window, rng)
+        how = _kill_during_write(gan(out), folder, f".{out.name}.*.tmp.h5", full, rng)
         wrong = False
         if out.exists():
             try:
@@ -409,6 +420,7 @@ SWEEP = ["dataset=csm", "dataset.array=minidsp_uma-16", "dataset.num_samples=256
 def concurrent_sweeps(work: Path, seeds: str = "1,2") -> Result:
     """Two sweeps at once into different folders, one data folder (fresh): a joblib sweep (n_jobs=2) and a
     basic one. Every job DONE, one cache, and job i of one sweep logs the same metrics as job i of the other."""
+    work.mkdir(parents=True, exist_ok=True)
     data = work / "sweepdata"
     cmds = [["train", "-m", *SWEEP, f"train.seed={seeds}", f"hydra.sweep.dir={work / 'sweepA'}",
              "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
@@ -438,6 +450,7 @@ def sweep_with_a_corrupt_file(work: Path, launcher: str = "basic") -> Result:
     other FAILED with the one-line cause, and the sweep exits non-zero naming it, without a traceback."""
     from gan_cli.data.csm_cli import generate_command
 
+    work.mkdir(parents=True, exist_ok=True)
     data = work / "failsweepdata"
     good, bad = work / "good.h5", work / "bad.h5"
     with data_dir(data):
@@ -452,7 +465,8 @@ def sweep_with_a_corrupt_file(work: Path, launcher: str = "basic") -> Result:
     ok = (out.returncode != 0 and (jobs / "0" / "DONE").is_file() and (jobs / "1" / "FAILED").is_file()
           and "bad.h5" in last and "fails its checksum" in last and not _traceback(out.stderr))
     res = Result(f"sweep ({launcher} launcher) over a good and a corrupted data file")
-    res.add(f"exit {out.returncode}, good job DONE, bad job FAILED in one line" if ok else "dishonest end", wrong=not ok,
+    res.add(f"exit {out.returncode}, good job DONE, bad job FAILED in one line" if ok else "dishonest end",
+            wrong=not ok,
             note=out.stderr[-600:])
     return res
 
@@ -477,6 +491,7 @@ def kill_checkpoint_writes(work: Path, kills: int = 2, seed: int = 0) -> Result:
     the resumed run must end DONE with the final metrics of an uninterrupted run. Then the newest checkpoint of
     a finished run is truncated: ``gan resume`` must fall back to the one before, say so, and end the same."""
     rng = random.Random(seed + 4)
+    work.mkdir(parents=True, exist_ok=True)
     data = work / "ckptdata"
     ref_dir = work / "ckpt_ref"
     out = _gan(["train", *CKPT_RUN, f"hydra.run.dir={ref_dir}"], data, work)
@@ -523,7 +538,8 @@ def kill_checkpoint_writes(work: Path, kills: int = 2, seed: int = 0) -> Result:
     os.truncate(newest, newest.stat().st_size // 2)
     again = _gan(["resume", str(run)], data, work)
     ok = again.returncode == 0 and last(run) == want and newest.name in again.stderr
-    res.add("truncated newest checkpoint: fell back, said so, same result" if ok else "truncated newest checkpoint: failed",
+    res.add("truncated newest checkpoint: fell back, said so, same result" if ok
+            else "truncated newest checkpoint: failed",
             wrong=not ok, note=again.stderr[-400:])
     return res
 
@@ -535,24 +551,32 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--cli-kills", type=int, default=6)
     ap.add_argument("--corruptions", type=int, default=40)
-    ap.add_argument("--sweeps", action="store_true", help="also run two sweeps at once (slow: ~2 min)")
+    ap.add_argument("--sweeps", action="store_true",
+                    help="also run two sweeps at once and a joblib sweep over a corrupted data file (slow)")
     ap.add_argument("--checkpoint-kills", type=int, default=0, help="kills during training + resume (slow)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", default=None, metavar="NAMES",
+                    help="run only these scenarios (comma-separated function names, e.g. concurrent_sweeps)")
     args = ap.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="gan_chaos_") as tmp:
         work = Path(tmp)
         t0 = time.time()
-        results.append(parallel_builds(work / "a", args.builders, args.build_rounds))
-        results.append(kill_cache_builds(work / "b", args.kills, args.seed))
-        results.append(kill_data_command(work / "c", args.cli_kills, args.seed))
-        results.append(corrupt_caches(work / "d", args.corruptions, args.seed))
-        results.append(corrupt_user_files(work / "e", args.corruptions, args.seed))
+        runs = [("parallel_builds", lambda: parallel_builds(work / "a", args.builders, args.build_rounds)),
+                ("kill_cache_builds", lambda: kill_cache_builds(work / "b", args.kills, args.seed)),
+                ("kill_data_command", lambda: kill_data_command(work / "c", args.cli_kills, args.seed)),
+                ("corrupt_caches", lambda: corrupt_caches(work / "d", args.corruptions, args.seed)),
+                ("corrupt_user_files", lambda: corrupt_user_files(work / "e", args.corruptions, args.seed))]
         if args.sweeps:
-            results.append(concurrent_sweeps(work / "f"))
-            results.append(sweep_with_a_corrupt_file(work / "h", "joblib"))
+            runs += [("concurrent_sweeps", lambda: concurrent_sweeps(work / "f")),
+                     ("sweep_with_a_corrupt_file", lambda: sweep_with_a_corrupt_file(work / "h", "joblib"))]
         if args.checkpoint_kills:
-            results.append(kill_checkpoint_writes(work / "g", args.checkpoint_kills, args.seed))
+            runs.append(("kill_checkpoint_writes",
+                         lambda: kill_checkpoint_writes(work / "g", args.checkpoint_kills, args.seed)))
+        only = set(args.only.split(",")) if args.only else None
+        for name, run in runs:
+            if only is None or name in only:
+                results.append(run())
         print("| scenario | tries | what happened | wrong |")
         print("|---|---|---|---|")
         for r in results:

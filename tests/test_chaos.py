@@ -217,6 +217,21 @@ def test_a_file_with_impossible_geometry_is_refused_before_any_beamforming(tmp_p
         "the array that recorded the data (dataset.array) or regenerate the file"]
 
 
+def test_a_file_with_nan_entries_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    c = _csm(n=8)
+    c[5, 0, 3] = c[5, 3, 0] = np.nan
+    path = tmp_path / "nan.h5"
+    with h5py.File(path, "w") as f:  # (gan-cli's writer would stop at the NaN: a file written by other code)
+        f.create_dataset("csm", data=c.astype(np.complex64))
+        f.create_dataset("mic_positions", data=MICS)
+        f.attrs.update(format="gan-cli-csm", format_version=1, reference_mic=3, frequency=1000.0, c=343.0)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert gan("train", "dataset=csm", f"dataset.path={path}", "train.steps=2") == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {path}: 1 of 8 CSMs have NaN or infinite entries; fix or regenerate the file"]
+
+
 def test_incomplete_and_newer_files_are_refused(tmp_path):
     path = write_csm_h5(tmp_path / "a.h5", _csm(), reference_mic=3)
     with h5py.File(path, "r+") as f:

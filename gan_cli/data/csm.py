@@ -352,21 +352,26 @@ class CsmDataset(GanDataset):
         """CsmData -> (model space float32 ``(n, *sample_shape)``, normalised eigenvalues ``(n, M)``).
 
         Normalises by the reference-mic autopower and uses the stored canonical
-        eigendecomposition when the file has one, else ``canonical_eig``. Samples with a
-        non-positive or non-finite reference autopower raise DataError, or are dropped with
+        eigendecomposition when the file has one, else ``canonical_eig``. Samples with NaN or
+        infinite entries or a non-positive reference autopower raise DataError, or are dropped with
         ``drop_bad`` (streaming, where raising would abort training mid-run).
         """
         from gan_cli.data.csm_io import canonical_eig
 
         ref, n = self.reference_mic, d.csm.shape[0]
         pref = d.csm[:, ref, ref].real
-        bad = ~(np.isfinite(pref) & (pref > 0))
+        finite = np.isfinite(d.csm).all(axis=(-2, -1))  # (a NaN entry would stop the eigendecomposition)
+        bad = ~(np.isfinite(pref) & (pref > 0)) | ~finite
         if bad.any():
+            if not finite.all():
+                count, what, fix = int((~finite).sum()), "NaN or infinite entries", "fix or regenerate the file"
+            else:
+                count, what, fix = (int(bad.sum()), f"a non-positive or non-finite autopower at reference mic {ref}",
+                                    "fix the data or set dataset.reference_mic")
             if not drop_bad:
-                raise DataError(f"{self.file}: {int(bad.sum())} of {n} CSMs have a non-positive or non-finite autopower at reference mic {ref}; fix the data or set dataset.reference_mic")
+                raise DataError(f"{self.file}: {count} of {n} CSMs have {what}; {fix}")
             if not getattr(self, "_warned_bad", False):
-                print(f"gan-cli: warning: skipping CSMs with a non-positive or non-finite autopower at reference mic {ref} in {self.file}",
-                      file=sys.stderr)
+                print(f"gan-cli: warning: skipping CSMs with {what} in {self.file}", file=sys.stderr)
                 self._warned_bad = True
             keep = ~bad
             d = type(d)(csm=d.csm[keep], eigenvalues=None if d.eigenvalues is None else d.eigenvalues[keep],
