@@ -56,7 +56,7 @@ def bench_training(mics: int, loss: str, rounds: int, repeats: int, extra: list[
     from gan_cli import config as config_mod
     from gan_cli.train import build_dataset, build_gan
 
-    overrides = [f"loss={loss}", "dataset=csm", f"dataset.array={ARRAYS[mics]}", "dataset.num_samples=512",
+    overrides = [f"loss={loss}", "dataset=csm", "model=csm_mlp", f"dataset.array={ARRAYS[mics]}", "dataset.num_samples=512",
                  "train.batch_size=64", f"train.steps={rounds}", f"train.eval_every={rounds}",
                  f"train.checkpoint_every={rounds}", *extra]
     with initialize_config_module("gan_cli.conf", version_base="1.3"):

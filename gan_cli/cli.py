@@ -17,7 +17,7 @@ from gan_cli.errors import UserError
 # single-threaded OpenBLAS; it must be set before anything (config checks included) imports numpy.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # TensorFlow's oneDNN CPU kernels: on by default only on CPUs with AVX-512/AMX; on AVX2 CPUs they
-# ran the benchmark's reference loop 1.1-1.3x faster (README "Throughput"). Read once, when TensorFlow loads;
+# ran the benchmark's reference loop 1.1-1.3x faster (docs/performance.md). Read once, when TensorFlow loads;
 # TF_ENABLE_ONEDNN_OPTS=0 in the environment turns them off.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 

@@ -27,7 +27,7 @@ from gan_cli.unroll import unrolled_weights
 _LATENT, _LABELS, _EPSILON = 0, 1, 2
 # A round runs its discriminator updates unrolled in the graph when the networks together have fewer than
 # UNROLL_MAX_PARAMS weights and n_critic is at most UNROLL_MAX_N_CRITIC, otherwise in a graph loop.
-# Measured on the bench experiments (README "Throughput"): for small networks the loop's per-iteration
+# Measured on the bench experiments (docs/performance.md): for small networks the loop's per-iteration
 # overhead and serialisation cost 8-10% of the steps/s (bench_ring 313 -> 343 steps/s unrolled, with
 # WGAN-GP 221 -> 238, on a 2-core AMX CPU) and tracing a few small updates is quick; for large ones the
 # rate is the same within noise and the loop traces and optimises one update instead of n_critic (bench_csm's
@@ -35,8 +35,8 @@ _LATENT, _LABELS, _EPSILON = 0, 1, 2
 UNROLL_MAX_PARAMS = 1_000_000
 UNROLL_MAX_N_CRITIC = 10
 # A generator with at least this many weights makes a round's n_critic fake batches in one call (GAN.critic_fakes):
-# one (n_critic * B)-row pass reads its weights once instead of n_critic times. Measured (2-core CPU, README
-# "Throughput"): bench_csm's 9.1M-weight generator +9% steps/s; bench_ring's 17k-weight one -17%, as its
+# one (n_critic * B)-row pass reads its weights once instead of n_critic times. Measured (2-core CPU, docs/performance.md):
+# bench_csm's 9.1M-weight generator +9% steps/s; bench_ring's 17k-weight one -17%, as its
 # per-update calls inside the critic loop overlap with the previous update's critic work.
 BATCHED_FAKES_MIN_PARAMS = 1_000_000
 
@@ -91,7 +91,7 @@ class GAN(keras.Model):
         self.small_networks = self.generator.count_params() + self.discriminator.count_params() < UNROLL_MAX_PARAMS
 
     def _init_techniques(self, feature_matching, feature_matching_only, r1_weight, unroll_steps, g_ema, slot_stride):
-        """Stabilisation options (README "Stabilisation techniques").
+        """Stabilisation options (docs/techniques.md).
 
         ``feature_matching`` w > 0 (Salimans et al. 2016): G's loss gains w * ||mean f(x) - mean f(G(z))||^2,
         f = D's ``features`` layer (``feature_matching_only``: it replaces the adversarial G loss);

@@ -18,7 +18,7 @@ discriminator's probability, n the number of points in a batch.
             + lambda_m^1 ||E_x grad_x D(x) - E_z grad_x D(G(z))||^2
             + lambda_m^2 (E_x grad_x D(x)^T x - E_z grad_x D(G(z))^T G(z))^2
 
-Choices the seed leaves open (documented in README "Stabilisation techniques"):
+Choices the seed leaves open (documented in docs/techniques.md):
 * V_P follows the authors' code (github.com/tntrung/gan): (RMS of grad_x_hat logit - 1)^2, the RMS being
   ||grad||_2 / sqrt(d) over the d data dimensions.
 * In V_G, D is the probability sigmoid(logit) in all three terms (the authors' code matches

@@ -1,4 +1,4 @@
-"""Config glue for the training-side stabilisation techniques (README "Stabilisation techniques"): checks and ``GAN`` arguments.
+"""Config glue for the training-side stabilisation techniques (docs/techniques.md): checks and ``GAN`` arguments.
 
 | option | technique | code |
 |---|---|---|

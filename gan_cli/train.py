@@ -85,7 +85,7 @@ def resolve_jit_compile(setting: bool | str, gpu: bool, distributed: bool, deter
     """``train.jit_compile``: ``true`` / ``false`` as given; ``auto`` = XLA on a GPU (as Keras's own
     ``jit_compile="auto"``), except under a distribution strategy (Keras's auto leaves XLA off there too)
     or ``train.deterministic`` (Keras compiles no XLA step under op determinism). On a GPU
-    the training step is many small ops: XLA fuses them (README "Throughput": 7.7x the steps/s on the
+    the training step is many small ops: XLA fuses them (docs/performance.md: 7.7x the steps/s on the
     2D case on an H100); on a CPU it measured slower, so auto leaves it off there."""
     if setting == "auto":
         return gpu and not distributed and not deterministic

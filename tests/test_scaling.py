@@ -1,4 +1,4 @@
-"""Scaling out (README "Scaling out"): joblib sweeps, Optuna searches, submitit, tf.distribute.
+"""Scaling out (docs/scaling.md): joblib sweeps, Optuna searches, submitit, tf.distribute.
 
 Sweeps run through ``gan_cli.cli.main`` in this process (the joblib and submitit jobs themselves
 run in processes of their own); the mirrored-vs-one-device comparison needs a CPU split into two

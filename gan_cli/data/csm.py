@@ -44,7 +44,7 @@ class CsmDataset(GanDataset):
     """CSMs from ``path`` (gan-cli HDF5, AcouPipe HDF5 or AcouPipe TFRecord) or simulated.
 
     Constructor keywords are exactly the keys of ``conf/dataset/csm.yaml``; see there and
-    the README (section "CSM data"). Data is loaded (or simulated into the cache) on first use.
+    docs/csm.md. Data is loaded (or simulated into the cache) on first use.
 
     A file whose model-space array exceeds ``max_in_memory_mb`` MiB is streamed
     (``self.streaming``): ``tf_dataset``, ``real_samples``, ``evaluator`` and the decoders work

@@ -8,7 +8,7 @@ Everything here is batched numpy; shapes use ``N`` samples and ``M`` microphones
 * ``canonical_eig``: eigenvalues descending, each eigenvector column rotated so that its
   reference-microphone entry is real and >= 0.
 * ``write_csm_h5`` / ``read_csm_file``: this project's HDF5 layout (documented in the
-  README, "HDF5 layout"), AcouPipe's per-sample-group HDF5 layout and AcouPipe TFRecords.
+  docs/csm.md, "HDF5 layout"), AcouPipe's per-sample-group HDF5 layout and AcouPipe TFRecords.
 """
 
 from __future__ import annotations
@@ -840,7 +840,7 @@ class CsmReader:
             if "csm" in f or "csmtriu" in f:
                 name = "csm" if "csm" in f else "csmtriu"
                 if not isinstance(f[name], h5py.Dataset):
-                    raise DataError(f"{path}: 'csm'/'csmtriu' is not a dataset; expected the gan-cli layout (see the README section 'HDF5 layout')")
+                    raise DataError(f"{path}: 'csm'/'csmtriu' is not a dataset; expected the gan-cli layout (see docs/csm.md, 'HDF5 layout')")
                 shape = f[name].shape
                 _check_square(path, shape, name)
                 total, self.num_mics = int(shape[0]), int(shape[-1])

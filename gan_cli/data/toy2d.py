@@ -43,7 +43,7 @@ class Toy2D(GanDataset):
     default_latent_dim = 2
     # A round on 2D data takes a few milliseconds, so the ~3 ms of host work between compiled calls (Keras's
     # loop, callbacks) is 5% of a 10-round call; 50 rounds per call still last well under a second on a CPU
-    # (README "Throughput": ring +4%, WGAN-GP +7%).
+    # (docs/performance.md: ring +4%, WGAN-GP +7%).
     default_train = {**GanDataset.default_train, "steps_per_execution": 50}
 
     SHAPES = ("ring", "grid", "parabola", "ganlab_gaussians", "ganlab_ring", "ganlab_line", "ganlab_disjoint")

@@ -149,7 +149,7 @@ class ImageEvaluator:
 
     Call with ``x`` ``(n, H, W, C)`` float32 in [-1, 1] (model space) and ``labels``
     ``(n,)`` int (the requested classes of a conditional run) or None; returns a
-    flat ``dict[str, float]`` (the README section "Image metrics" explains every key). Calibration
+    flat ``dict[str, float]`` (docs/images.md, "Image metrics", explains every key). Calibration
     values (``fcd_floor``, ``fcd_noise``, ``classifier_score_real``) are computed once
     here and repeated in every result.
     """

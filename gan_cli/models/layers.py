@@ -81,7 +81,7 @@ class MinibatchDiscrimination(keras.layers.Layer):
     constant 1 to each ``o_b``; OpenAI's code drops it, which only shifts the next layer's bias).
     ``average=True`` divides ``o`` by the number of rows compared (o in (0, 1] for any batch size):
     the same feature up to a constant factor, but with the plain sum (up to B = 256) D's logit moved
-    so fast that D won at once on the ring experiment (README "Stabilisation techniques").
+    so fast that D won at once on the ring experiment (docs/techniques.md).
     Rows are compared within groups of at most ``group`` consecutive rows (a training batch up to that
     size is one group): the pairwise tensors are ``kernels * group^2`` floats, so large inference calls
     (the report's 60 x 60 heat-map grid) stay bounded in memory instead of growing with B^2. The cost
