@@ -252,6 +252,11 @@ def resolve(cfg: DictConfig, data) -> DictConfig:
                 cfg.train[key] = int(value)
         if cfg.latent.dim is None:
             cfg.latent.dim = int(data.default_latent_dim)
+        for net in ("generator", "discriminator"):  # a momentum ramp given in epochs of this data set
+            opt = cfg.optimizer[net]
+            if opt.get("momentum_epochs") is not None and opt.get("momentum_steps") is None:
+                n_train = int(data.arrays()[0].shape[0])
+                opt.momentum_steps = max(1, round(float(opt.momentum_epochs) * n_train / int(cfg.train.batch_size)))
         if cfg.train.get("mixed_precision") is True:  # the type this machine computes in, kept in the run folder
             from gan_cli.precision import compute_dtype  # so that resume and reproduce use it on any machine
 

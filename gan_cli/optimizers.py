@@ -10,7 +10,8 @@ from gan_cli.errors import ConfigError
 OPTIMIZERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "adam": ("Adam", ("lr", "beta_1", "beta_2", "epsilon")),
     "rmsprop": ("RMSprop", ("lr", "rho", "momentum", "epsilon")),
-    "sgd": ("SGD", ("lr", "momentum", "nesterov", "momentum_final", "momentum_steps")),
+    "sgd": ("SGD", ("lr", "momentum", "nesterov", "momentum_final", "momentum_steps", "momentum_epochs",
+                    "lr_decay", "lr_min")),
 }
 # keys whose value must lie in [0, 1)
 _UNIT_INTERVAL = ("beta_1", "beta_2", "rho", "momentum", "momentum_final")
@@ -24,9 +25,10 @@ def validate_optimizer(net: str, cfg: Mapping[str, Any]) -> None:
     allowed = OPTIMIZERS[name][1]
     if cfg.get("lr") is None:
         raise ConfigError(f"optimizer.{net}.lr must be set (a number > 0)")
-    if (cfg.get("momentum_final") is None) != (cfg.get("momentum_steps") is None):
-        raise ConfigError(f"optimizer.{net}.momentum_final and momentum_steps go together (the momentum ramp); "
-                          "set both or neither")
+    ramp = cfg.get("momentum_steps") is not None or cfg.get("momentum_epochs") is not None
+    if (cfg.get("momentum_final") is None) != (not ramp):
+        raise ConfigError(f"optimizer.{net}.momentum_final and momentum_steps (or momentum_epochs) go together "
+                          "(the momentum ramp); set both or neither")
     for key, value in cfg.items():
         if key == "name":
             continue
@@ -42,6 +44,13 @@ def validate_optimizer(net: str, cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"optimizer.{net}.{key} must be in [0, 1), got {value}")
         if key == "momentum_steps" and value < 1:
             raise ConfigError(f"optimizer.{net}.momentum_steps must be >= 1, got {value}")
+        if key == "momentum_epochs" and not value > 0:
+            raise ConfigError(f"optimizer.{net}.momentum_epochs must be > 0, got {value}")
+        if key == "lr_decay" and not value >= 1:
+            raise ConfigError(f"optimizer.{net}.lr_decay is the factor lr is divided by per update; "
+                              f"it must be >= 1 (1: no decay), got {value}")
+        if key == "lr_min" and value < 0:
+            raise ConfigError(f"optimizer.{net}.lr_min must be >= 0, got {value}")
 
 
 def build_optimizer(cfg: Mapping[str, Any], fused: bool = True):
@@ -49,19 +58,29 @@ def build_optimizer(cfg: Mapping[str, Any], fused: bool = True):
 
     SGD with ``momentum_final`` and ``momentum_steps`` set ramps its momentum linearly from
     ``momentum`` to ``momentum_final`` over that many of its own updates (Goodfellow et al.
-    2014: 0.5 rising to 0.7). RMSprop is ``FusedRMSprop`` (Keras's rule and state, one TensorFlow
+    2014: 0.5 rising to 0.7; ``momentum_epochs`` is turned into ``momentum_steps`` by
+    ``config.resolve``, which knows the data set's size). SGD with ``lr_decay`` divides its
+    learning rate by that factor at every update, down to ``lr_min`` (the authors' 1.000004, 1e-6). RMSprop is ``FusedRMSprop`` (Keras's rule and state, one TensorFlow
     kernel per weight) unless ``fused`` is false (the throughput benchmark's reference: plain Keras).
     """
     import keras
 
     cls_name, allowed = OPTIMIZERS[cfg["name"]]
     kwargs = {k: v for k, v in cfg.items() if k in allowed and v is not None
-              and k not in ("lr", "momentum_final", "momentum_steps")}
-    if cfg["name"] == "sgd" and cfg.get("momentum_final") is not None:
+              and k not in ("lr", "momentum_final", "momentum_steps", "momentum_epochs", "lr_decay", "lr_min")}
+    if cfg["name"] == "sgd" and (cfg.get("momentum_final") is not None or cfg.get("lr_decay") is not None):
         from gan_cli.momentum_sgd import RampedMomentumSGD
 
-        return RampedMomentumSGD(learning_rate=float(cfg["lr"]), momentum_final=float(cfg["momentum_final"]),
-                                 momentum_steps=int(cfg["momentum_steps"]), **kwargs)
+        if cfg.get("momentum_final") is not None and cfg.get("momentum_steps") is None:
+            raise ConfigError("optimizer momentum_epochs is resolved into momentum_steps by gan_cli.config.resolve; "
+                              "set momentum_steps when building an optimizer directly")
+        momentum = float(cfg.get("momentum") or 0.0)
+        final = cfg.get("momentum_final")
+        return RampedMomentumSGD(learning_rate=float(cfg["lr"]), momentum=momentum,
+                                 momentum_final=momentum if final is None else float(final),
+                                 momentum_steps=int(cfg.get("momentum_steps") or 1),
+                                 lr_decay=float(cfg.get("lr_decay") or 1.0), lr_min=float(cfg.get("lr_min") or 0.0),
+                                 **{k: v for k, v in kwargs.items() if k != "momentum"})
     if cfg["name"] == "rmsprop" and fused:
         from gan_cli.fused_rmsprop import FusedRMSprop
 

@@ -16,10 +16,11 @@ class Maxout(keras.layers.Layer):
     Input ``(B, d)`` -> output ``(B, units)``; h_i(x) = max_j (x W_ij + b_ij).
     """
 
-    def __init__(self, units: int, pieces: int = 5, **kwargs):
+    def __init__(self, units: int, pieces: int = 5, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         self.units, self.pieces = int(units), int(pieces)
-        self.dense = keras.layers.Dense(self.units * self.pieces)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.dense = keras.layers.Dense(self.units * self.pieces, kernel_initializer=self.kernel_initializer)
 
     def build(self, input_shape):
         self.dense.build(input_shape)
@@ -38,7 +39,8 @@ class Maxout(keras.layers.Layer):
         return ops.max(y, axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "pieces": self.pieces}
+        return {**super().get_config(), "units": self.units, "pieces": self.pieces,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
 
 
 _FAR = 1e4  # padding value of MinibatchDiscrimination's last group (|M_i - pad| >= ~1e4: exp(-L1) = 0)
