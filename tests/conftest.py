@@ -18,6 +18,20 @@ TINY = ["train.steps=20", "train.eval_every=10", "train.checkpoint_every=10", "t
 
 
 @pytest.fixture(scope="session", autouse=True)
+def absl_leaves_streams_open():
+    """In-process `gan train` runs Hydra, which reconfigures logging and so closes every handler. absl's
+    handler (created when TensorFlow is first imported, holding the sys.stderr of that moment: pytest's
+    capture) closes its stream when closed, and pytest's capture then fails on reading it. Here it only
+    flushes, as the standard StreamHandler does; a real `gan` process is unaffected (its stream is the
+    process's own stderr, which absl leaves open)."""
+    import logging
+
+    from absl import logging as absl_logging
+
+    absl_logging.PythonHandler.close = logging.StreamHandler.close
+
+
+@pytest.fixture(scope="session", autouse=True)
 def data_cache(tmp_path_factory):
     """Keep built-in data sets and classifiers of the test session out of the user's cache."""
     path = tmp_path_factory.mktemp("gan_cli_data")
