@@ -110,7 +110,7 @@ def test_report_command_rewrites_the_report(ring_run, tmp_path):
     ("train.steps=abc", "train.steps must be an integer"),
     ("optimizer=adam optimizer.generator.lr=-0.1", "optimizer.generator.lr must be > 0"),
     ("optimizer=adam optimizer.generator.lr=null", "optimizer.generator.lr must be set"),
-    ("optimizer=sgd optimizer.generator.momentum_final=0.7", "momentum_final and momentum_steps go together"),
+    ("optimizer=sgd optimizer.generator.momentum_final=0.7", "momentum_final and momentum_steps (or momentum_epochs) go together"),
     ("loss.label_smoothing=1.5", "loss.label_smoothing"),
     ("dataset.std=-1", "dataset.std must be > 0"),
     ("+dataset.bogus=3", "unknown key dataset.bogus"),

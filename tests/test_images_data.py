@@ -54,22 +54,29 @@ def test_digits_resize_limit_and_split_seed():
         DigitsDataset(image_size=2)
 
 
+def _dataset_node(name: str):
+    """A packaged dataset config without its Hydra defaults list (the recommended model), as composed."""
+    node = OmegaConf.load(CONF / f"{name}.yaml")
+    node.pop("defaults", None)
+    return node
+
+
 def test_yaml_configs_instantiate(tmp_path):
     from gan_cli.train import build_dataset as instantiate  # hydra instantiate + one-line errors
 
-    d = instantiate(OmegaConf.load(CONF / "digits.yaml"))
+    d = instantiate(_dataset_node("digits"))
     assert isinstance(d, DigitsDataset) and d.name == "digits"
     for name in ("mnist", "fashion_mnist", "folder", "h5"):
-        node = OmegaConf.load(CONF / f"{name}.yaml")
+        node = _dataset_node(name)
         assert node.name == name and node._target_.startswith("gan_cli.data.images.")
     _write_pngs(tmp_path / "imgs", {"": 4})
-    node = OmegaConf.load(CONF / "folder.yaml")
+    node = _dataset_node("folder")
     node.path = str(tmp_path / "imgs")
     node.image_size = 8
     node.holdout_fraction = 0.25
     assert instantiate(node).sample_shape == (8, 8, 1)
     with pytest.raises(ConfigError, match="dataset.path"):
-        instantiate(OmegaConf.load(CONF / "folder.yaml"))
+        instantiate(_dataset_node("folder"))
 
 
 # --------------------------------------------------------------------------- folders
