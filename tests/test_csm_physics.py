@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from gan_cli.data.csm_beam import beamform, map_grid, steering
 from gan_cli.data.csm_sim import CsmSimulator, SimParams, array_aperture, load_mic_positions, transfer
-from gan_cli.models.csm_physics import CsmFeatures, SourceFieldCsm, keyed_normal, sample_keys, transfer_tf
+from gan_cli.models.csm_physics import CsmFeatures, SourceFieldCsm, keyed_normal, sample_keys, transfer_ops
 
 UMA = load_mic_positions("minidsp_uma-16", 1.0)
 REF = UMA.shape[0] - 1
@@ -29,7 +29,7 @@ def raw_params(xy: np.ndarray, depth: np.ndarray, q: np.ndarray, noise_frac: flo
 def test_transfer_matches_acoular():
     src = np.array([[0.1, -0.2, 0.5], [-0.3, 0.05, 0.4]])
     want = transfer(UMA, src, FREQ, 343.0, REF)
-    re, im = transfer_tf(tf.constant(src[None], tf.float32), tf.constant(UMA, tf.float32), REF,
+    re, im = transfer_ops(tf.constant(src[None], tf.float32), tf.constant(UMA, tf.float32), REF,
                          tf.constant([2 * np.pi * FREQ / 343.0]))
     got = re.numpy()[0] + 1j * im.numpy()[0]
     np.testing.assert_allclose(got, want, atol=2e-5)

@@ -45,7 +45,7 @@ PARAMS_PER_SOURCE = 4
 GATE_SLOPE = 4.0   # presence = sigmoid(GATE_SLOPE * logit): near 0 or 1 for logits beyond about +-1
 
 
-def transfer_tf(src, mics, ref: int, wavenumber):
+def transfer_ops(src, mics, ref: int, wavenumber):
     """Monopole transfer ``(re, im)``, each ``(B, K, M)``, from sources ``src (B, K, 3)`` to mics ``(M, 3)``.
 
     ``wavenumber``: ``(B,)``. ``H[..., ref] == 1`` (acoular's reference-mic convention)."""
@@ -148,7 +148,7 @@ class SourceFieldCsm(keras.layers.Layer):
             kw = ops.take(kw, ops.cast(ops.reshape(labels, (-1,)), "int32"))
         else:
             kw = kw[0] * ops.ones_like(raw[:, 0])
-        h_re, h_im = transfer_tf(ops.concatenate([xy, depth], axis=-1), mics, self.reference_mic, kw)
+        h_re, h_im = transfer_ops(ops.concatenate([xy, depth], axis=-1), mics, self.reference_mic, kw)
         amp = ops.sqrt(q)[:, None, :]
         eye = ops.eye(m)[None] * ops.sqrt(noise)[:, None, None]
         # L = [H diag(sqrt q), sigma I] (B, M, K + M) as real and imaginary parts

@@ -2,7 +2,7 @@
 
 Generated CSMs come from the newest ``samples/step_*.npz`` (model-space ``fake``, decoded with the
 dataset's ``to_user_space``); real ones from ``data.real_samples`` decoded the same way, exactly as
-the training metrics compare them. Beamforming uses ``gan_cli.metrics.csm.MapBeamformer`` (acoular,
+the training metrics compare them. Beamforming uses ``gan_cli.metrics.csm.MapBeamformer`` (acoular's conventions,
 conventional beamforming, diagonal removal) on a few samples only.
 """
 
@@ -160,7 +160,7 @@ class CsmReport:
         cbar.set_label("dB re map peak", fontsize=8)
         cbar.ax.tick_params(labelsize=7)
         path = save(fig, self.out / "csm_beamforming.png")
-        return Section("beamforming", "Beamforming maps", [Image(path, f"Conventional beamforming (acoular, diagonal "
+        return Section("beamforming", "Beamforming maps", [Image(path, f"Conventional beamforming (acoular's conventions, diagonal "
                        f"removal) at {data.frequency:.0f} Hz on a {n} x {n} grid at distance {0.5 * ap:.2f} m "
                        f"(half the aperture): top row real ({self.real_source}), bottom row generated (step {self.step}); each map in dB "
                        f"re its own peak, {DYNAMIC_RANGE:g} dB range."), self.peak_scatter(bf, extent)])
