@@ -63,19 +63,25 @@ def _export_both(run_dir, tmp_path):
         assert "gan_cli" not in zf.read("config.json").decode()
 
 
+def _sample_and_load_clean(run_dir, tmp_path, n: int, dim: int):
+    """Export the run both ways, `gan sample` n samples, and run both exports on the same noise in a Python
+    without gan_cli; returns (gan sample's output, the .keras model's output); the SavedModel's is sm.npy."""
+    _export_both(run_dir, tmp_path)
+    out = run_gan(["sample", str(run_dir), "-n", str(n), "-o", str(tmp_path / "s.npy")], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    np.save(tmp_path / "z.npy", _latent(n, dim))
+    _run_clean(tmp_path, z=tmp_path / "z.npy", keras=tmp_path / "g.keras", saved_model=tmp_path / "served",
+               keras_out=tmp_path / "k.npy", saved_out=tmp_path / "sm.npy")
+    return np.load(tmp_path / "s.npy"), np.load(tmp_path / "k.npy")
+
+
 def test_export_ring_with_ema_loads_without_gan_cli(tmp_path):
     run_dir = tmp_path / "run"
     out = run_gan(["train", *TINY, "train.g_ema=0.9", "model.generator.activation=leaky_relu",
                    f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    _export_both(run_dir, tmp_path)
-    out = run_gan(["sample", str(run_dir), "-n", "9", "-o", str(tmp_path / "s.npy")], cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    np.save(tmp_path / "z.npy", _latent(9, 2))
-    _run_clean(tmp_path, z=tmp_path / "z.npy", keras=tmp_path / "g.keras", saved_model=tmp_path / "served",
-               keras_out=tmp_path / "k.npy", saved_out=tmp_path / "sm.npy")
-    sampled = np.load(tmp_path / "s.npy")
-    np.testing.assert_allclose(np.load(tmp_path / "k.npy"), sampled, rtol=1e-6, atol=1e-6)
+    sampled, k = _sample_and_load_clean(run_dir, tmp_path, 9, 2)
+    np.testing.assert_allclose(k, sampled, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.load(tmp_path / "sm.npy"), sampled, rtol=1e-6, atol=1e-6)
     # a second export to the same path needs --force
     again = run_gan(["export", str(run_dir), "-o", str(tmp_path / "g.keras")], cwd=tmp_path)
@@ -123,13 +129,6 @@ def test_export_csm_physics_generator_reproduces_gan_sample(tmp_path):
                    "train.batch_size=8", "train.progress=false", "train.report=false", f"hydra.run.dir={run_dir}"],
                   cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    _export_both(run_dir, tmp_path)
-    out = run_gan(["sample", str(run_dir), "-n", "5", "-o", str(tmp_path / "s.npy")], cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    np.save(tmp_path / "z.npy", _latent(5, 128))
-    _run_clean(tmp_path, z=tmp_path / "z.npy", keras=tmp_path / "g.keras", saved_model=tmp_path / "served",
-               keras_out=tmp_path / "k.npy", saved_out=tmp_path / "sm.npy")
-    sampled = np.load(tmp_path / "s.npy")                       # complex (5, 16, 16), C[ref, ref] = 1
-    k = np.load(tmp_path / "k.npy")
+    sampled, k = _sample_and_load_clean(run_dir, tmp_path, 5, 128)   # complex (5, 16, 16), C[ref, ref] = 1
     np.testing.assert_allclose(k[..., 0] + 1j * k[..., 1], sampled, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(np.load(tmp_path / "sm.npy"), sampled, rtol=1e-4, atol=1e-5)
