@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from gan_cli.data.csm_cli import SIM_KEYS as CSM_SIM_KEYS  # noqa: E402
 
 # name -> (overrides, description)
 SETUPS: dict[str, tuple[list[str], str]] = {
@@ -47,7 +49,8 @@ TARGETS = {  # setup -> (max minutes, {metric: bound}); psd_rate is a lower boun
     "csm_uma16": (10.0, {"c2st": 0.75, "spectrum_db": 1.0, "peak_w1": 0.06, "psd_rate": 1.0}),
     "csm_vogel64": (30.0, {"c2st": 0.85, "spectrum_db": 1.5, "peak_w1": 0.08}),
 }
-SIM_KEYS = ("array", "aperture", "helmholtz", "frequency", "c", "mode", "snapshots", "max_sources", "reference_mic")
+# the keys that shape a simulated set, less its size and seed (the fresh real set has its own)
+SIM_KEYS = tuple(k for k in CSM_SIM_KEYS if k not in ("num_samples", "seed"))
 COLUMNS = ("c2st", "spectrum_db", "peak_w1", "source_count_dist", "psd_rate")
 
 
