@@ -39,6 +39,7 @@ from keras import ops
 
 from gan_cli.data.csm_beam import map_grid, steering
 from gan_cli.errors import ConfigError
+from gan_cli.models.csm import _get  # a model-config key, its default when missing or null
 
 # per source: x, y, depth, log10 strength (+ a presence logit with gates); plus one log10 noise fraction
 PARAMS_PER_SOURCE = 4
@@ -257,13 +258,6 @@ class CsmFeatures(keras.layers.Layer):
         cfg = super().get_config()
         cfg.update(num_mics=self.num_mics, inputs=self.inputs, num_lines=self.num_lines, grid_size=self.grid_size)
         return cfg
-
-
-def _get(cfg: Any, key: str, default: Any) -> Any:
-    if cfg is None:
-        return default
-    val = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return default if val is None else val
 
 
 def _line_frequencies(data) -> list[float]:
