@@ -83,7 +83,7 @@ CHILD = r"""
 import json, sys
 sys.path.insert(0, sys.argv[2])
 from chaos import load
-from gan_cli.errors import UserError
+from gan_cli.core.errors import UserError
 try:
     out = load(json.loads(sys.argv[1]))
 except UserError as exc:
@@ -235,7 +235,7 @@ def _kill_during_write(proc: subprocess.Popen, folder: Path, pattern: str, full_
 def kill_cache_builds(work: Path, kills: int = 3, seed: int = 0, kw: dict | None = None) -> Result:
     """SIGKILL a process at a random moment of its cache write, check the folder, then load again."""
     from gan_cli.data.csm_io import verify_csm_file
-    from gan_cli.errors import DataError
+    from gan_cli.core.errors import DataError
 
     kw = kw or KILL
     rng = random.Random(seed)
@@ -264,7 +264,7 @@ def kill_data_command(work: Path, kills: int = 2, seed: int = 0, num_samples: in
     import h5py
 
     from gan_cli.data.csm_io import verify_csm_file
-    from gan_cli.errors import DataError
+    from gan_cli.core.errors import DataError
 
     rng = random.Random(seed + 1)
     args = ["data", "csm", "--force", f"array={KILL['array']}", f"num_samples={num_samples}"]
@@ -273,7 +273,7 @@ def kill_data_command(work: Path, kills: int = 2, seed: int = 0, num_samples: in
     env = _env(work / "datacmd_data")
 
     def gan(out: Path, extra=()) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "gan_cli.cli", *args, "-o", str(out), *extra], env=env,
+        return subprocess.Popen([sys.executable, "-m", "gan_cli.cli.main", *args, "-o", str(out), *extra], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def sums(path: Path) -> str:
@@ -408,7 +408,7 @@ def corrupt_user_files(work: Path, tries: int = 8, seed: int = 0, kw: dict | Non
 
 # --------------------------------------------------------------------------- whole commands (slow)
 def _gan(args: list[str], data_dir: Path, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gan_cli.cli", *args], cwd=cwd, env=_env(data_dir),
+    return subprocess.run([sys.executable, "-m", "gan_cli.cli.main", *args], cwd=cwd, env=_env(data_dir),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -425,7 +425,7 @@ def concurrent_sweeps(work: Path, seeds: str = "1,2") -> Result:
     cmds = [["train", "-m", *SWEEP, f"train.seed={seeds}", f"hydra.sweep.dir={work / 'sweepA'}",
              "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
             ["train", "-m", *SWEEP, f"train.seed={seeds}", f"hydra.sweep.dir={work / 'sweepB'}"]]
-    procs = [subprocess.Popen([sys.executable, "-m", "gan_cli.cli", *c], cwd=work, env=_env(data),
+    procs = [subprocess.Popen([sys.executable, "-m", "gan_cli.cli.main", *c], cwd=work, env=_env(data),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
     outs = [p.communicate(timeout=900) for p in procs]
     res = Result("two sweeps at once (joblib + basic), one fresh data folder")
@@ -506,7 +506,7 @@ def kill_checkpoint_writes(work: Path, kills: int = 2, seed: int = 0) -> Result:
     res = Result("SIGKILL during training / checkpoint writes, then `gan resume`")
     for i in range(kills):
         run = work / f"ckpt{i}"
-        proc = subprocess.Popen([sys.executable, "-m", "gan_cli.cli", "train", *CKPT_RUN, f"hydra.run.dir={run}"],
+        proc = subprocess.Popen([sys.executable, "-m", "gan_cli.cli.main", "train", *CKPT_RUN, f"hydra.run.dir={run}"],
                                 cwd=work, env=_env(data), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 300
         at_write = i % 2 == 0

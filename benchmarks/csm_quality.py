@@ -55,7 +55,7 @@ COLUMNS = ("c2st", "spectrum_db", "peak_w1", "source_count_dist", "psd_rate")
 
 
 def gan(*args: str, env: dict) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "gan_cli.cli", *args]
+    cmd = [sys.executable, "-m", "gan_cli.cli.main", *args]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if res.returncode != 0:
         tail = (res.stderr or res.stdout).strip().splitlines()[-3:]

@@ -3,7 +3,7 @@
     python benchmarks/gp_critic_update.py [--repeats 3] [--updates 1000]
 
 The critic is ``experiment=bench_ring``'s (2 -> 128 -> 128 -> 1, ReLU, batch 256): the loss
-``mean D(fake) - mean D(real) + 10 * gradient_penalty`` (``gan_cli.losses``), its weight gradients by
+``mean D(fake) - mean D(real) + 10 * gradient_penalty`` (``gan_cli.losses.adversarial``), its weight gradients by
 autodiff and a Keras RMSprop step, 50 updates per compiled call. The two activations give the same
 gradients; ``ReLUFromOutput`` keeps TensorFlow from multiplying the zeros of the mask's derivative back
 through the forward pass (``gan_cli/models/activations.py``). Prints the matrix products in each traced
@@ -42,7 +42,7 @@ def penalty_grads(net, batch: int = BATCH):
     import numpy as np
     import tensorflow as tf
 
-    from gan_cli.losses import gradient_penalty
+    from gan_cli.losses.adversarial import gradient_penalty
 
     rng = np.random.default_rng(0)
     real, fake = (tf.constant(rng.standard_normal((batch, 2)), tf.float32) for _ in range(2))

@@ -65,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def gan_command() -> list[str]:
     """The installed ``gan`` entry point, or this interpreter running the CLI module."""
     exe = shutil.which("gan")
-    return [exe] if exe else [sys.executable, "-m", "gan_cli.cli"]
+    return [exe] if exe else [sys.executable, "-m", "gan_cli.cli.main"]
 
 
 def run_row(name: str, overrides: str, args: argparse.Namespace) -> dict:

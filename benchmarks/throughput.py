@@ -21,7 +21,7 @@ after every step as Keras's default progress bar does. Its networks come from th
 model builders (from plain Keras layers: ``reference_model_config``) and optimizer factory with the
 same seed, so both sides train identical networks on the same data with the same batch size.
 
-``gan train``: ``gan_cli.train.train``, the real code path (data, ``build_gan``, the fused step,
+``gan train``: ``gan_cli.training.loop.train``, the real code path (data, ``build_gan``, the fused step,
 callbacks, checkpoint and evaluation at the end), with evaluation and checkpoints only at the end as
 in the bench experiments.
 
@@ -64,7 +64,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# the caller's own TF_ENABLE_ONEDNN_OPTS, read before gan_cli.cli (which sets the `gan` default) is imported
+# the caller's own TF_ENABLE_ONEDNN_OPTS, read before gan_cli.cli.main (which sets the `gan` default) is imported
 _CALLER_ONEDNN = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -72,7 +72,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gan_cli.cli import _quiet_tensorflow  # noqa: E402
+from gan_cli.cli.main import _quiet_tensorflow  # noqa: E402
 
 if _CALLER_ONEDNN is None:  # keep TensorFlow's default in this process (the reference's side)
     os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)
@@ -252,8 +252,8 @@ def case_steps(case: str, tokens: list[str] | None) -> int:
 
 def case_config(case: str, steps: int, args) -> tuple:
     """(composed config for ``train``, warm-up steps, steps per compiled call) for ``steps`` timed steps."""
-    from gan_cli import config as config_mod
-    from gan_cli.train import build_dataset
+    from gan_cli.config import resolve as config_mod
+    from gan_cli.training.loop import build_dataset
 
     overrides = list(CASES[case][0]) + list(args.overrides)
     cfg0 = compose(overrides)
@@ -285,7 +285,7 @@ def reference_model_config(cfg):
 def run_reference(resolved, data, warmup: int, steps: int) -> tuple[tuple[float, float], tuple[int, int]]:
     """Steady-state generator steps/s (wall, CPU) of ``ReferenceWGAN`` and the networks' (G, D) MACs per sample."""
     from gan_cli.models import get_builder
-    from gan_cli.optimizers import build_optimizer
+    from gan_cli.training.optimizers import build_optimizer
 
     keras.utils.set_random_seed(int(resolved.train.seed))
     generator, discriminator = get_builder(resolved.model.name)(reference_model_config(resolved), data,
@@ -310,7 +310,7 @@ def gan_sparse_macs(resolved, data) -> int:
     0 when its step is XLA-compiled (``train.jit_compile`` resolved on): the fused layer then differentiates
     densely, as the reference does."""
     from gan_cli.models import get_builder
-    from gan_cli.train import jit_compile_for
+    from gan_cli.training.loop import jit_compile_for
 
     if jit_compile_for(resolved):
         return 0
@@ -321,7 +321,7 @@ def gan_sparse_macs(resolved, data) -> int:
 @contextlib.contextmanager
 def _timed_progress_bar(clock: list):
     """Make ``gan train``'s progress bar also record the end time of every compiled call into ``clock``."""
-    import gan_cli.callbacks as callbacks_mod
+    import gan_cli.callbacks.monitor as callbacks_mod
 
     original = callbacks_mod.ProgressBar
 
@@ -338,8 +338,8 @@ def _timed_progress_bar(clock: list):
 
 
 def run_gan(cfg, warmup: int, spe: int) -> tuple[float, float]:
-    """Steady-state generator steps/s (wall, CPU) of ``gan_cli.train.train(cfg)`` (its output is swallowed)."""
-    from gan_cli.train import train
+    """Steady-state generator steps/s (wall, CPU) of ``gan_cli.training.loop.train(cfg)`` (its output is swallowed)."""
+    from gan_cli.training.loop import train
 
     clock: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as run_dir, _timed_progress_bar(clock), \
@@ -351,7 +351,7 @@ def run_gan(cfg, warmup: int, spe: int) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------- start-up
 def gan_command() -> list[str]:
     script = Path(sys.executable).with_name("gan")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gan_cli.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gan_cli.cli.main"]
 
 
 def startup_time(case: str, overrides: list[str], flags: list[str]) -> tuple[float, float]:
@@ -476,7 +476,7 @@ def matmul_flops(dtype=tf.float32, repeats: int = 5) -> float:
 # ---------------------------------------------------------------------------------- report
 def device_line() -> str:
     """The GPUs as ``gan train``'s start-up line names them, else the CPU model and the usable cores."""
-    from gan_cli.train import device_line as gan_device_line
+    from gan_cli.training.loop import device_line as gan_device_line
 
     if tf.config.list_physical_devices("GPU"):
         return gan_device_line()
@@ -508,7 +508,7 @@ def _ratio(value: float, fmt: str = "{:.2f}x") -> str:
 # side -> (label in the tables, TF_ENABLE_ONEDNN_OPTS for its process: None = as in the caller's environment)
 SIDES = {
     "ref": ("reference", None),               # TensorFlow's defaults, as a user's own script gets them
-    "gan": ("gan train", "gan"),              # the `gan` command's environment (gan_cli/cli.py)
+    "gan": ("gan train", "gan"),              # the `gan` command's environment (gan_cli/cli/main.py)
     "ref_onednn": ("reference, oneDNN on", "1"),
 }
 
@@ -526,7 +526,7 @@ def side_env(side: str) -> dict[str, str]:
         env["TF_ENABLE_ONEDNN_OPTS"] = _CALLER_ONEDNN
     mode = SIDES[side.partition(":")[0]][1]
     if mode == "gan":
-        env.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # gan_cli/cli.py: os.environ.setdefault
+        env.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # gan_cli/cli/main.py: os.environ.setdefault
     elif mode is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = mode
     return env
@@ -538,7 +538,7 @@ def worker(args) -> dict:
     if args.worker == "matmul":
         info["matmul"] = matmul_flops()
         if args.mixed_precision:  # the rate of the type train.mixed_precision=true computes in here
-            from gan_cli.precision import compute_dtype
+            from gan_cli.training.precision import compute_dtype
 
             info["half_dtype"] = compute_dtype(True)
             info["matmul_half"] = matmul_flops(getattr(tf, info["half_dtype"]))

@@ -70,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="runs trained at the same time (default 1; on a 2-core CPU, 2 finishes a table in about "
                         "half the time, and each run's minutes/run then counts the shared cores)")
     p.add_argument("--gan", default=None,
-                   help="command that runs the CLI (default: this Python with -m gan_cli.cli)")
+                   help="command that runs the CLI (default: this Python with -m gan_cli.cli.main)")
     args = p.parse_args(argv)
     if not args.seeds:
         p.error("--seeds needs at least one seed")
@@ -105,7 +105,7 @@ def final_metrics(folder: Path) -> dict | None:
 def run_one(args, row: str, row_overrides: list[str], experiment: str, seed: int) -> dict:
     """Train one run (or reuse a finished one) and return its result record."""
     folder = run_dir(Path(args.out), row, experiment, seed)
-    gan = shlex.split(args.gan) if args.gan else [sys.executable, "-m", "gan_cli.cli"]
+    gan = shlex.split(args.gan) if args.gan else [sys.executable, "-m", "gan_cli.cli.main"]
     overrides = [f"experiment={experiment}", f"train.seed={seed}", f"hydra.run.dir={folder}",
                  "train.progress=false"]
     if args.steps is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # the CLI's setting (gan_cli/cli.py), so in-process runs match it
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # the CLI's setting (gan_cli/cli/main.py), so in-process runs match it
 
 # Tiny training settings shared by the end-to-end tests.
 TINY = ["train.steps=20", "train.eval_every=10", "train.checkpoint_every=10", "train.batch_size=32",
@@ -49,13 +49,13 @@ def compose(overrides: list[str]):
 
 def run_gan(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run the installed ``gan`` command (through this interpreter) and capture its output."""
-    return subprocess.run([sys.executable, "-m", "gan_cli.cli", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "gan_cli.cli.main", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ})
 
 
 def gan(*args: str) -> int:
     """``gan ARGS`` in this process (TensorFlow is imported once per test session); returns the exit status."""
-    from gan_cli.cli import main
+    from gan_cli.cli.main import main
 
     try:
         return main(list(args))
@@ -72,8 +72,8 @@ def rows(run_dir: Path) -> list[dict]:
 
 def build(overrides, base):
     """A built (untrained) GAN, its resolved config and its dataset for ``[*base, *overrides]``."""
-    from gan_cli import config as config_mod
-    from gan_cli.train import build_dataset, build_gan
+    from gan_cli.config import resolve as config_mod
+    from gan_cli.training.loop import build_dataset, build_gan
 
     cfg = compose([*base, *overrides])
     config_mod.validate(cfg)

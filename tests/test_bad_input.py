@@ -1,7 +1,7 @@
 """Bad input tried on purpose: every mistake ends with exit status 2 and one line on stderr,
 never a traceback, and never a run folder with checkpoints.
 
-Overrides are checked in-process (``gan_cli.cli.main(["train", ...])`` validates everything
+Overrides are checked in-process (``gan_cli.cli.main.main(["train", ...])`` validates everything
 before Hydra creates a folder or TensorFlow is imported) with hypothesis generating many of
 them; a handful of representative ones also go through a real ``gan`` subprocess.
 """
@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TINY, compose, run_gan
-from gan_cli import cli
-from gan_cli.config import MAX_INT, TRAIN_SCHEMA
-from gan_cli.errors import UserError
+from gan_cli.cli import main as cli
+from gan_cli.config.resolve import MAX_INT, TRAIN_SCHEMA
+from gan_cli.core.errors import UserError
 
 INT_KEYS = {f"train.{k}": spec[1] for k, spec in TRAIN_SCHEMA.items() if spec[0] is int}
 INT_KEYS.update({"latent.dim": 1, "metrics.num_samples": 2})
@@ -199,8 +199,8 @@ def test_full_disk_is_refused_before_starting(tmp_path, capsys, monkeypatch, no_
 
 def test_disk_full_while_checkpointing_leaves_no_partial_file(tmp_path, monkeypatch):
     """ENOSPC in the middle of a checkpoint write: a one-line UserError, no .tmp, no truncated ckpt."""
-    import gan_cli.checkpoint as ckpt_mod
-    from gan_cli.train import train
+    import gan_cli.run.checkpoint as ckpt_mod
+    from gan_cli.training.loop import train
 
     real_write = ckpt_mod._write_file
 
@@ -230,7 +230,7 @@ def _truncated_h5(path: Path) -> None:
 
 @pytest.mark.parametrize("case", ["missing", "empty", "truncated", "wrong_layout", "no_images"])
 def test_bad_h5_data_file_is_a_one_line_user_error(tmp_path, case):
-    from gan_cli.train import train
+    from gan_cli.training.loop import train
 
     path = tmp_path / "data.h5"
     if case == "empty":
@@ -280,7 +280,7 @@ def test_resume_bad_targets(tmp_path, capsys, case):
 
 
 def test_reproduce_with_a_corrupt_overrides_file_is_one_line(tmp_path, capsys):
-    from gan_cli.cli import main
+    from gan_cli.cli.main import main
 
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)

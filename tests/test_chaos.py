@@ -21,7 +21,7 @@ from conftest import gan
 from gan_cli.data import cache
 from gan_cli.data.csm_io import verify_csm_file, write_csm_h5
 from gan_cli.data.csm_sim import validate_geometry
-from gan_cli.errors import DataError
+from gan_cli.core.errors import DataError
 
 _spec = importlib.util.spec_from_file_location("benchmarks_chaos",
                                                Path(__file__).resolve().parents[1] / "benchmarks" / "chaos.py")
@@ -87,7 +87,7 @@ BUILDER = r"""
 import sys, time
 from pathlib import Path
 from gan_cli.data.cache import build_once
-from gan_cli.errors import DataError
+from gan_cli.core.errors import DataError
 
 def build(tmp):
     print("BUILT", flush=True)
@@ -277,7 +277,7 @@ def test_classifier_cache_that_fails_to_load_is_rebuilt(tmp_path, monkeypatch, c
                                                (signal.SIGINT, 130, "error: interrupted")])
 def test_a_signal_during_gan_data_csm_exits_128_plus_its_number_and_leaves_nothing(tmp_path, sig, status, line):
     out = tmp_path / "big.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "gan_cli.cli", "data", "csm", "-o", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "gan_cli.cli.main", "data", "csm", "-o", str(out),
                              "array=minidsp_uma-16", "num_samples=50000"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ})
     deadline = time.monotonic() + 120

@@ -13,7 +13,7 @@ from conftest import TINY, run_gan
 
 
 def test_help_lists_subcommands_without_importing_tensorflow():
-    code = ("import sys; from gan_cli.cli import main; main(['--help']); "
+    code = ("import sys; from gan_cli.cli.main import main; main(['--help']); "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported by --help'")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -141,8 +141,7 @@ def test_reproduce_exits_1_when_the_metrics_differ(ring_run, tmp_path):
 
 def test_evaluate_writes_null_for_non_finite_metrics(monkeypatch, capsys):
     """JSON has no Infinity/NaN: such metric values are printed as null."""
-    from gan_cli import cli
-
+    from gan_cli.cli import main as cli
     class Data:
         def evaluator(self, n, seed):
             return lambda fake, labels: {"kl": float("inf"), "js": float("nan"), "modes": 3.0}
@@ -150,9 +149,9 @@ def test_evaluate_writes_null_for_non_finite_metrics(monkeypatch, capsys):
     class Gan:
         round = type("Round", (), {"numpy": lambda self: 20})()
 
-    monkeypatch.setattr("gan_cli.train.load_for_inference", lambda run: (_cfg(), Data(), Gan()))
-    monkeypatch.setattr("gan_cli.callbacks.evaluation_samples", lambda gan, cfg, n: (None, None))
-    monkeypatch.setattr("gan_cli.checkpoint.latest_checkpoint", lambda run: "ckpt")
+    monkeypatch.setattr("gan_cli.training.loop.load_for_inference", lambda run: (_cfg(), Data(), Gan()))
+    monkeypatch.setattr("gan_cli.callbacks.monitor.evaluation_samples", lambda gan, cfg, n: (None, None))
+    monkeypatch.setattr("gan_cli.run.checkpoint.latest_checkpoint", lambda run: "ckpt")
     assert cli.main(["evaluate", "run"]) == 0
     printed = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert printed["kl"] is None and printed["js"] is None and printed["modes"] == 3.0

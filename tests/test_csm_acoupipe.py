@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gan_cli.data.csm_io import csm_to_csmtriu, read_csm_file, write_csm_h5
-from gan_cli.errors import ConfigError, DataError
+from gan_cli.core.errors import ConfigError, DataError
 
 ACOUPIPE = Path(__file__).resolve().parents[2] / "shared" / "data" / "acoupipe"
 FILES = {  # file -> (samples, mics, line frequencies stored in `f`)

@@ -9,7 +9,7 @@ import pytest
 
 from gan_cli.data.csm import CsmDataset, channel_to_eig, eig_to_channel
 from gan_cli.data.csm_io import csm_to_csmtriu, read_csm_file
-from gan_cli.errors import ConfigError, DataError
+from gan_cli.core.errors import ConfigError, DataError
 
 SMALL = dict(array="minidsp_uma-16", num_samples=96, seed=1, representation="eigenvectors")
 
@@ -108,7 +108,7 @@ def test_write_samples_h5_and_npy(tmp_path, cache):
     ds.write_samples(x, None, tmp_path / "gen.npy")
     arr = np.load(tmp_path / "gen.npy")
     assert arr.dtype == np.complex64 and arr.shape == (8, 16, 16)
-    from gan_cli.errors import UserError
+    from gan_cli.core.errors import UserError
 
     with pytest.raises(UserError, match=r"\.h5 or \.npy"):
         ds.write_samples(x, None, tmp_path / "gen.png")

@@ -8,7 +8,7 @@ import pytest
 
 from gan_cli.data.csm_io import (canonical_eig, csm_to_csmtriu, csmtriu_to_csm, read_csm_file,
                                  write_csm_h5)
-from gan_cli.errors import DataError
+from gan_cli.core.errors import DataError
 
 
 def random_csm(n: int, m: int, seed: int = 0, rank: int | None = None) -> np.ndarray:

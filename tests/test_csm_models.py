@@ -7,7 +7,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from gan_cli.errors import ConfigError  # noqa: E402
+from gan_cli.core.errors import ConfigError  # noqa: E402
 from gan_cli.models import get_builder  # noqa: E402
 from gan_cli.models.csm import CsmOutputTransform  # noqa: E402
 

@@ -104,7 +104,7 @@ def test_build_on_simulated_data(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 
     from gan_cli.data.csm import CsmDataset
-    from gan_cli.errors import ConfigError
+    from gan_cli.core.errors import ConfigError
     from gan_cli.models import get_builder
 
     data = CsmDataset(array="minidsp_uma-16", num_samples=64, representation="csm")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gan_cli.data.csm_sim import CsmSimulator, SimParams, load_mic_positions, transfer
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 ARRAY = "minidsp_uma-16"
 

@@ -12,7 +12,7 @@ from conftest import compose
 from gan_cli.data import csm_io
 from gan_cli.data.csm import CsmDataset
 from gan_cli.data.csm_io import CsmReader, csm_file_info, csm_to_csmtriu, read_csm_file
-from gan_cli.errors import ConfigError, DataError
+from gan_cli.core.errors import ConfigError, DataError
 
 N = 300
 TINY_MB = 0.01      # 300 * 16*16*2 * 4 B = 0.6 MiB in model space: far over the limit
@@ -172,7 +172,7 @@ def test_threshold_config_and_tfrecord(files, tmp_path):
 
 
 def test_training_streams_a_file(files, no_full_load, tmp_path):
-    from gan_cli.train import train
+    from gan_cli.training.loop import train
 
     cfg = compose(["dataset=csm", f"dataset.path={files['h5']}", f"dataset.max_in_memory_mb={TINY_MB}",
                    "dataset.array=minidsp_uma-16", "model=csm_mlp", "model.generator.hidden=[32,32]",

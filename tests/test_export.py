@@ -51,7 +51,7 @@ def _run_clean(tmp_path, **args) -> None:
 
 
 def _latent(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    """The noise `gan sample --seed SEED` draws (gan_cli.gan.GAN.sample, gaussian latent)."""
+    """The noise `gan sample --seed SEED` draws (gan_cli.training.gan.GAN.sample, gaussian latent)."""
     return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
 
 

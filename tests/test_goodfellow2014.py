@@ -47,7 +47,7 @@ def test_generator_starts_at_the_mean_image_and_d_at_small_weights():
 def test_learning_rate_decays_per_update_to_its_floor():
     import tensorflow as tf
 
-    from gan_cli.optimizers import build_optimizer
+    from gan_cli.training.optimizers import build_optimizer
 
     opt = build_optimizer({"name": "sgd", "lr": 0.1, "momentum": 0.5, "momentum_final": 0.7,
                            "momentum_steps": 10, "lr_decay": 2.0, "lr_min": 0.01})

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import TINY, rows
-from gan_cli.cli import main
+from gan_cli.cli.main import main
 
 
 def gan(*args: str) -> int:
@@ -137,7 +137,7 @@ def test_help_and_info_do_not_import_tensorflow(tmp_path):
 
     outputs = []
     for flags in (["--help"], ["--info", "defaults"]):
-        code = (f"import sys\nfrom gan_cli.cli import main\ntry:\n    main(['train', *{flags!r}])\n"
+        code = (f"import sys\nfrom gan_cli.cli.main import main\ntry:\n    main(['train', *{flags!r}])\n"
                 "finally:\n    assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                              env={**os.environ})

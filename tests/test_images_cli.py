@@ -1,7 +1,7 @@
 """Image GANs through the `gan` command: digits training with PNG grids, conditional sampling,
 the goodfellow2014 experiment, folder/HDF5 data and the offline MNIST error.
 
-Training runs go through ``gan_cli.cli.main`` in this process (TensorFlow is imported once);
+Training runs go through ``gan_cli.cli.main.main`` in this process (TensorFlow is imported once);
 runs whose exit status and stderr matter go through a subprocess.
 """
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from gan_cli.data.images import DigitsDataset, FolderDataset, H5Dataset, MnistDataset
-from gan_cli.errors import ConfigError, DataError, UserError
+from gan_cli.core.errors import ConfigError, DataError, UserError
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "dataset"
 
@@ -62,7 +62,7 @@ def _dataset_node(name: str):
 
 
 def test_yaml_configs_instantiate(tmp_path):
-    from gan_cli.train import build_dataset as instantiate  # hydra instantiate + one-line errors
+    from gan_cli.training.loop import build_dataset as instantiate  # hydra instantiate + one-line errors
 
     d = instantiate(_dataset_node("digits"))
     assert isinstance(d, DigitsDataset) and d.name == "digits"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 from gan_cli.models import get_builder
 from gan_cli.models.conv import build_dcgan, resolution_steps
 

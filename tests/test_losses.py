@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from gan_cli import losses
-
+from gan_cli.losses import adversarial as losses
 REAL = tf.constant([[2.0], [-1.0]])
 FAKE = tf.constant([[0.5], [-3.0]])
 
@@ -82,7 +81,7 @@ def test_r1_penalty_quadratic_critic():
 
 
 def test_get_loss_lists_valid_names():
-    from gan_cli.errors import ConfigError
+    from gan_cli.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="valid: gan, gngan, hinge, lsgan"):
         losses.get_loss("nope")
@@ -90,7 +89,7 @@ def test_get_loss_lists_valid_names():
 
 def test_ramped_momentum_sgd_matches_numpy():
     """Momentum rises 0.5 -> 0.7 over 2 updates; compare 3 updates against the recurrence by hand."""
-    from gan_cli.optimizers import build_optimizer
+    from gan_cli.training.optimizers import build_optimizer
 
     opt = build_optimizer({"name": "sgd", "lr": 0.1, "momentum": 0.5, "momentum_final": 0.7, "momentum_steps": 2})
     w = tf.Variable([1.0])

@@ -10,7 +10,7 @@ mlflow = pytest.importorskip("mlflow")
 
 
 def test_mlflow_logs_params_metrics_report_and_generator(tmp_path, monkeypatch):
-    from gan_cli.train import train
+    from gan_cli.training.loop import train
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -32,8 +32,8 @@ def test_mlflow_logs_params_metrics_report_and_generator(tmp_path, monkeypatch):
 
 
 def test_mlflow_logger_is_validated(monkeypatch):
-    from gan_cli.config import validate
-    from gan_cli.errors import ConfigError
+    from gan_cli.config.resolve import validate
+    from gan_cli.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="train.logger 'wandb' unknown; valid: null, mlflow"):
         validate(compose([*TINY, "train.logger=wandb"]))

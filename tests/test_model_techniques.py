@@ -134,7 +134,7 @@ def test_virtual_batch_norm_uses_reference_statistics_only():
 
 
 def test_vbn_networks_are_row_independent_and_checkpoint_their_reference(tmp_path):
-    from gan_cli.checkpoint import restore, save_checkpoint
+    from gan_cli.run.checkpoint import restore, save_checkpoint
     from gan_cli.models.reference import reference_layers
 
     a, cfg, data = build(VBN_MLP)  # VBN in G and D, no minibatch discrimination
@@ -174,7 +174,7 @@ def _student_t_cond(points: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def test_neighbors_embedding_on_four_points():
-    from gan_cli.gngan_losses import neighbors_embedding, student_t_conditional
+    from gan_cli.losses.gngan import neighbors_embedding, student_t_conditional
 
     z = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [3.0, 1.0]], np.float32)
     gz = np.array([[0.0, 0.0], [0.5, 0.5], [2.0, 0.0], [1.0, 1.0]], np.float32)
@@ -200,7 +200,7 @@ def _sigmoid(v):
 def test_discriminator_objective_v_c_and_penalty():
     import tensorflow as tf
 
-    from gan_cli.gngan_losses import discriminator_loss, interpolate_penalty, reconstruction_term
+    from gan_cli.losses.gngan import discriminator_loss, interpolate_penalty, reconstruction_term
 
     real, recon, fake = np.array([[1.0], [2.0]]), np.array([[0.5], [-0.5]]), np.array([[-1.0], [0.3]])
     alpha, lam = 0.3, 2.0
@@ -221,7 +221,7 @@ def test_discriminator_objective_v_c_and_penalty():
 def test_gradient_matching_against_numpy():
     import tensorflow as tf
 
-    from gan_cli.gngan_losses import gradient_matching, probability_and_gradient
+    from gan_cli.losses.gngan import gradient_matching, probability_and_gradient
 
     w, b = np.array([0.7, -1.2], np.float32), 0.3
     critic = lambda t: tf.matmul(t, tf.constant(w[:, None])) + b  # noqa: E731 - logit w.x + b
@@ -242,7 +242,7 @@ def test_gradient_matching_against_numpy():
 def test_gngan_round_follows_algorithm_1():
     import tensorflow as tf
 
-    from gan_cli.gngan import GNGAN
+    from gan_cli.training.gngan import GNGAN
 
     gan, _, data = build(["loss=gngan", "model=mlp", "model.generator.hidden=[16]", "model.discriminator.hidden=[16]"])
     assert isinstance(gan, GNGAN) and gan.encoder.output_shape == (None, 2)

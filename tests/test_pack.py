@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from conftest import TINY, compose
-from gan_cli.errors import ConfigError
-from gan_cli.train import train
+from gan_cli.core.errors import ConfigError
+from gan_cli.training.loop import train
 
 
 def _gan(pack: int, overrides=(), batch: int = 32):
     """A built (untrained) GAN on the ring data with ``model.pack=pack``."""
-    from gan_cli import config as config_mod
-    from gan_cli.train import build_dataset, build_gan
+    from gan_cli.config import resolve as config_mod
+    from gan_cli.training.loop import build_dataset, build_gan
 
     cfg = compose([*TINY, "model=mlp", f"model.pack={pack}", f"train.batch_size={batch}", *overrides])
     config_mod.validate(cfg)
@@ -81,7 +81,7 @@ def test_maxout_model_packs():
     (["dataset=csm", "+model.pack=2"], "supported by model=mlp and model=maxout, not 'csm_"),  # its default model
 ])
 def test_pack_validation(overrides, message):
-    from gan_cli.config import validate
+    from gan_cli.config.resolve import validate
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as info:
         validate(compose([*TINY, *overrides]))

@@ -1,6 +1,6 @@
 """Run reports (report.html + report/*.png), sweep reports and the TensorBoard callback.
 
-Runs are produced in this process with ``gan_cli.train.train`` on tiny configs; the sweep's job
+Runs are produced in this process with ``gan_cli.training.loop.train`` on tiny configs; the sweep's job
 folders are built by hand (two trained jobs, one FAILED, one still running) as Hydra would.
 """
 
@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from conftest import TINY, compose
-from gan_cli.errors import UserError
+from gan_cli.core.errors import UserError
 
 SMALL_CSM = ["loss=wgan", "dataset=csm", "model=csm_mlp", "dataset.array=minidsp_uma-16", "dataset.num_samples=64",
              "dataset.eval_samples=16", "dataset.eval_grid=11", "model.generator.hidden=[32,32]",
@@ -38,7 +38,7 @@ DATA_URI = re.compile(r'src="data:image/(png|gif);base64,([A-Za-z0-9+/=]+)"')
 
 
 def train_run(overrides: list[str], run_dir: Path) -> Path:
-    from gan_cli.train import train
+    from gan_cli.training.loop import train
 
     train(compose(overrides), run_dir)
     return run_dir
@@ -100,7 +100,7 @@ def test_toy2d_snapshots_hold_the_discriminator_manifold_and_gradients(ring_run)
 
 
 def test_snapshot_extras_are_cheap(ring_run):
-    from gan_cli.train import load_for_inference
+    from gan_cli.training.loop import load_for_inference
 
     _, data, gan = load_for_inference(ring_run)
     fake, _ = gan.sample(1000, seed=0)
@@ -219,10 +219,10 @@ def test_sweep_report_lists_every_job_with_its_overrides(ring_run, tmp_path):
 def test_tensorboard_callback_writes_losses_metrics_and_images(tmp_path):
     import tensorflow as tf
 
-    from gan_cli import config as config_mod
-    from gan_cli.callbacks import RunMonitor
+    from gan_cli.config import resolve as config_mod
+    from gan_cli.callbacks.monitor import RunMonitor
     from gan_cli.report import TensorBoardCallback
-    from gan_cli.train import build_dataset, build_gan
+    from gan_cli.training.loop import build_dataset, build_gan
 
     cfg = compose(TINY + ["dataset=ring", "train.steps_per_execution=5"])
     data = build_dataset(cfg.dataset)

@@ -1,6 +1,6 @@
 """Scaling out (docs/scaling.md): joblib sweeps, Optuna searches, submitit, tf.distribute.
 
-Sweeps run through ``gan_cli.cli.main`` in this process (the joblib and submitit jobs themselves
+Sweeps run through ``gan_cli.cli.main.main`` in this process (the joblib and submitit jobs themselves
 run in processes of their own); the mirrored-vs-one-device comparison needs a CPU split into two
 logical devices before TensorFlow starts, so it runs in a subprocess.
 """
@@ -25,7 +25,7 @@ SRC = str(Path(__file__).resolve().parent.parent)
 
 def gan(*args: str) -> int:
     """``gan ARGS`` in this process; returns the exit status."""
-    from gan_cli.cli import main
+    from gan_cli.cli.main import main
 
     try:
         return main(list(args))
@@ -76,8 +76,8 @@ def test_fresh_process_hands_back_its_error(tmp_path):
     from omegaconf import open_dict
 
     from conftest import compose
-    from gan_cli.errors import ConfigError
-    from gan_cli.job_process import train_in_fresh_process
+    from gan_cli.core.errors import ConfigError
+    from gan_cli.cli.job_process import train_in_fresh_process
 
     cfg = compose(TINY)
     with open_dict(cfg):
@@ -123,7 +123,7 @@ def test_search_space_is_checked_before_any_job(capsys):
     from hydra import compose, initialize_config_module
     from hydra.core.hydra_config import HydraConfig
 
-    from gan_cli.hydra_callbacks import RunChecks
+    from gan_cli.cli.hydra_callbacks import RunChecks
 
     with initialize_config_module("gan_cli.conf", version_base="1.3"):
         for search in ("toy2d_optuna", "csm_optuna"):  # the shipped search spaces pass the checks
@@ -176,8 +176,8 @@ MIRRORED = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from hydra import compose, initialize_config_module
-    from gan_cli.errors import ConfigError
-    from gan_cli.train import train
+    from gan_cli.core.errors import ConfigError
+    from gan_cli.training.loop import train
     import h5py
 
     def checkpoint_arrays(path):
@@ -252,8 +252,8 @@ def test_mirrored_gradient_penalty_and_packing_match_one_device(tmp_path):
 
 
 def test_bad_tf_config_is_a_config_error(monkeypatch):
-    from gan_cli import distribute
-    from gan_cli.errors import ConfigError
+    from gan_cli.training import distribute
+    from gan_cli.core.errors import ConfigError
 
     monkeypatch.setattr(distribute, "_CACHE", {})
     for bad in ("{not json", '{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}',
@@ -287,7 +287,7 @@ def test_two_local_workers_match_one_device(tmp_path):
     procs = []
     for i in range(2):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": i}})}
-        procs.append(subprocess.Popen([sys.executable, "-m", "gan_cli.cli", *args, "train.strategy=multiworker",
+        procs.append(subprocess.Popen([sys.executable, "-m", "gan_cli.cli.main", *args, "train.strategy=multiworker",
                                        f"hydra.run.dir={tmp_path / f'w{i}'}"], env=env, cwd=tmp_path,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=400) for p in procs]

@@ -67,9 +67,9 @@ def test_fused_step_matches_straightforward_loop(case, loss):
     import keras
     import tensorflow as tf
 
-    from gan_cli.gan import GAN
-    from gan_cli.losses import get_loss
-    from gan_cli.train import build_dataset
+    from gan_cli.training.gan import GAN
+    from gan_cli.losses.adversarial import get_loss
+    from gan_cli.training.loop import build_dataset
 
     T = _throughput()
     n_critic, batch, rounds = 5, 32, 4
@@ -91,7 +91,7 @@ def test_fused_step_matches_straightforward_loop(case, loss):
     gan = GAN(g1, d1, get_loss(loss), {}, latent_dim=latent, n_critic=n_critic, clip_value=clip, gp_weight=gp,
               seed=7)
     # gan train's optimizer (one fused kernel per weight) against the reference's plain Keras RMSprop
-    from gan_cli.fused_rmsprop import FusedRMSprop
+    from gan_cli.training.fused_rmsprop import FusedRMSprop
 
     gan.compile(FusedRMSprop(1e-3), FusedRMSprop(1e-3), steps_per_execution=2)
     # csm: one G call makes a round's 5 fake batches (critic_fakes; default for generators of >= 1M weights,
@@ -131,8 +131,8 @@ def test_fused_rmsprop_matches_keras_rmsprop(momentum):
     import keras
     import tensorflow as tf
 
-    from gan_cli.fused_rmsprop import FusedRMSprop
-    from gan_cli.optimizers import build_optimizer
+    from gan_cli.training.fused_rmsprop import FusedRMSprop
+    from gan_cli.training.optimizers import build_optimizer
 
     rng = np.random.default_rng(0)
     start = [rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(4).astype(np.float32)]
@@ -193,7 +193,7 @@ def test_round_fakes_from_one_generator_call_equal_per_update_calls(overrides, i
 
 
 def test_only_large_generators_make_round_fakes_in_one_call():
-    from gan_cli.gan import BATCHED_FAKES_MIN_PARAMS
+    from gan_cli.training.gan import BATCHED_FAKES_MIN_PARAMS
 
     small, _, _ = conftest.build(["model=mlp"], TINY)
     large, _, _ = conftest.build(["model=mlp", "model.generator.hidden=[1024,1024]"], TINY)
@@ -204,7 +204,7 @@ def test_only_large_generators_make_round_fakes_in_one_call():
 def _train_rounds(cfg, data, rounds: int):
     import tensorflow as tf
 
-    from gan_cli.train import build_gan
+    from gan_cli.training.loop import build_gan
 
     gan = build_gan(cfg, data)
     ds = data.tf_dataset(int(cfg.train.batch_size), 0, batches_per_step=int(cfg.train.n_critic))
@@ -214,8 +214,8 @@ def _train_rounds(cfg, data, rounds: int):
 
 def _mixed_vs_float32(setting: str, rounds: int = 2):
     """(mixed-precision GAN, float32 GAN, initial GAN) after ``rounds`` rounds of SGD training from one seed."""
-    from gan_cli import config as config_mod
-    from gan_cli.train import build_dataset, build_gan
+    from gan_cli.config import resolve as config_mod
+    from gan_cli.training.loop import build_dataset, build_gan
 
     def resolved(mixed: str):
         cfg = compose([*TINY, "loss=nsgan", "optimizer=sgd", "optimizer.generator.lr=0.01",
@@ -263,15 +263,14 @@ def test_mixed_precision_trains_on_cpu_with_float32_logits(setting, dtype, toler
 
 
 def test_mixed_precision_true_is_float16_on_a_gpu_and_bfloat16_on_a_cpu():
-    from gan_cli import precision
-
+    from gan_cli.training import precision
     assert precision.compute_dtype(True, gpu=True) == "float16"
     assert precision.compute_dtype(True, gpu=False) == "bfloat16"
     assert precision.compute_dtype("bfloat16", gpu=True) == "bfloat16"
     assert precision.compute_dtype(False, gpu=True) is None
     # the run folder's resolved config names the type this machine computes in (resume, reproduce keep it)
-    from gan_cli import config as config_mod
-    from gan_cli.train import build_dataset
+    from gan_cli.config import resolve as config_mod
+    from gan_cli.training.loop import build_dataset
 
     cfg = compose([*TINY, "train.mixed_precision=true"])
     assert config_mod.resolve(cfg, build_dataset(cfg.dataset)).train.mixed_precision == precision.compute_dtype(True)
@@ -286,7 +285,7 @@ def test_mixed_precision_true_is_float16_on_a_gpu_and_bfloat16_on_a_cpu():
 
 
 def test_mixed_precision_float16_warns_on_cpu(capsys, tmp_path):
-    from gan_cli.train import train
+    from gan_cli.training.loop import train
 
     train(compose([*TINY, "train.steps=2", "train.eval_every=2", "train.checkpoint_every=2",
                    "train.mixed_precision=float16"]), tmp_path)
@@ -295,7 +294,7 @@ def test_mixed_precision_float16_warns_on_cpu(capsys, tmp_path):
 
 
 def test_jit_compile_auto_means_xla_on_a_gpu_only():
-    from gan_cli.train import resolve_jit_compile
+    from gan_cli.training.loop import resolve_jit_compile
 
     assert resolve_jit_compile("auto", gpu=True, distributed=False, deterministic=False)
     assert not resolve_jit_compile("auto", gpu=False, distributed=False, deterministic=False)
@@ -311,8 +310,8 @@ def test_jit_compile_auto_means_xla_on_a_gpu_only():
 def test_steps_per_execution_null_is_the_datas_recommendation(overrides, expected):
     """null (the default): 50 rounds per compiled call on 2D toy data (ring), whose rounds take milliseconds,
     10 on images and CSMs; a count given stays. Keras gets it, capped to a divisor of the evaluation block."""
-    from gan_cli import config as config_mod
-    from gan_cli.train import _steps_per_execution, build_dataset
+    from gan_cli.config import resolve as config_mod
+    from gan_cli.training.loop import _steps_per_execution, build_dataset
 
     cfg = compose(overrides)
     config_mod.validate(cfg)
@@ -328,7 +327,7 @@ def test_steps_per_execution_null_is_the_datas_recommendation(overrides, expecte
 def test_start_up_line_says_whether_xla_compiles_the_step(capsys, tmp_path, setting, said):
     """On this CPU-only machine auto leaves XLA off; true compiles the step with XLA, here with
     minibatch discrimination in D (its grouped comparison once had a cond XLA could not compile)."""
-    from gan_cli.train import train
+    from gan_cli.training.loop import train
 
     train(compose([*TINY, "model=mlp", "model.discriminator.mbd_kernels=4", "train.steps=4",
                          "train.eval_every=4", "train.checkpoint_every=4", f"train.jit_compile={setting}"]), tmp_path)
@@ -337,8 +336,8 @@ def test_start_up_line_says_whether_xla_compiles_the_step(capsys, tmp_path, sett
 
 
 def test_deterministic_run_turns_xla_off_says_so_and_leaves_determinism_as_it_was(capsys, tmp_path):
-    from gan_cli.models.tf_context import op_determinism
-    from gan_cli.train import train
+    from gan_cli.core.tf_context import op_determinism
+    from gan_cli.training.loop import train
 
     assert not op_determinism()
     train(compose([*TINY, "train.steps=2", "train.eval_every=2", "train.checkpoint_every=2",
@@ -378,7 +377,7 @@ def test_fused_critic_macs_by_hand():
     """csm critic, 16 mics, filters [8, 16], 3 x 3 stride 1: x 16x16x2 -> 16x16x8 -> 16x16x16 -> pooled -> Dense 1."""
     T = _throughput()
     cfg = compose([*EQUIVALENCE_CASES["csm"]])
-    from gan_cli.train import build_dataset
+    from gan_cli.training.loop import build_dataset
 
     _, critic = _networks(cfg, build_dataset(cfg.dataset))
     first, last = 16 * 16 * (3 * 3 * 2 * 8), 16 * 16 * (3 * 3 * 8 * 16)

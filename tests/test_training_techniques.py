@@ -48,7 +48,7 @@ def ring_points(n: int = 8, seed: int = 0) -> np.ndarray:
 
 # --------------------------------------------------------------------------- feature matching
 def test_feature_matching_loss_matches_numpy():
-    from gan_cli.losses import feature_matching_loss
+    from gan_cli.losses.adversarial import feature_matching_loss
 
     real = np.array([[1.0, 2.0, 0.0], [3.0, 0.0, 1.0]], np.float32)
     fake = np.array([[0.0, 1.0, 1.0], [2.0, 1.0, 1.0], [1.0, -2.0, 1.0]], np.float32)
@@ -101,7 +101,7 @@ def test_csm_critic_has_a_feature_layer():
 
 
 def test_feature_matching_needs_a_hidden_layer():
-    from gan_cli.errors import ConfigError
+    from gan_cli.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="layer named 'features'"):
         build(["model=mlp", "model.discriminator.hidden=[]", "loss.feature_matching=1.0"])
@@ -124,7 +124,7 @@ def test_r1_on_a_linear_discriminator_is_half_gamma_w_squared(pack):
 def _optimizer_cases():
     import keras
 
-    from gan_cli.momentum_sgd import RampedMomentumSGD
+    from gan_cli.training.momentum_sgd import RampedMomentumSGD
 
     return [keras.optimizers.Adam(0.01, beta_1=0.5), keras.optimizers.RMSprop(0.01),
             keras.optimizers.RMSprop(0.01, momentum=0.9, centered=True), keras.optimizers.SGD(0.1),
@@ -138,7 +138,7 @@ def test_functional_update_equals_the_optimizer_update(case):
     import keras
     import tensorflow as tf
 
-    from gan_cli.unroll import functional_update, optimizer_state
+    from gan_cli.training.unroll import functional_update, optimizer_state
 
     opt = _optimizer_cases()[case]
     rng = np.random.default_rng(case)
@@ -231,7 +231,7 @@ def test_spectral_norm_kernel_has_unit_largest_singular_value():
 
 
 def test_spectral_norm_state_is_checkpointed_and_clipping_composes(tmp_path):
-    from gan_cli.checkpoint import restore, save_checkpoint, state_groups
+    from gan_cli.run.checkpoint import restore, save_checkpoint, state_groups
 
     overrides = ["model=mlp", "model.discriminator.spectral_norm=true", "loss=wgan", "model.discriminator.hidden=[8]"]
     gan, cfg, data = build(overrides)
@@ -249,7 +249,7 @@ def test_spectral_norm_state_is_checkpointed_and_clipping_composes(tmp_path):
 
 # --------------------------------------------------------------------------- generator EMA
 def test_ema_decay_warm_up():
-    from gan_cli.ema import ema_decay
+    from gan_cli.training.ema import ema_decay
 
     assert ema_decay(0.999, 0) == pytest.approx(0.1)
     assert ema_decay(0.999, 10) == pytest.approx(11 / 20)
@@ -258,7 +258,7 @@ def test_ema_decay_warm_up():
 
 
 def test_ema_generator_follows_the_numpy_formula(tmp_path):
-    from gan_cli.checkpoint import restore, save_checkpoint
+    from gan_cli.run.checkpoint import restore, save_checkpoint
 
     gan, cfg, data = build(["model=mlp", "train.g_ema=0.15", "model.generator.hidden=[8]"])
     ema = values(gan.generator.weights)
@@ -284,7 +284,7 @@ def test_ema_generator_follows_the_numpy_formula(tmp_path):
 def test_critic_schedule_parsing_and_segments():
     from omegaconf import OmegaConf
 
-    from gan_cli.schedule import critic_schedule, critic_segments, n_critic_at, slot_stride
+    from gan_cli.config.schedule import critic_schedule, critic_segments, n_critic_at, slot_stride
 
     assert critic_schedule(5) == {0: 5}
     assert critic_schedule(OmegaConf.create({25: 5, 0: 100})) == {0: 100, 25: 5}
@@ -296,7 +296,7 @@ def test_critic_schedule_parsing_and_segments():
 
 
 def test_fit_calls_end_on_block_boundaries():
-    from gan_cli.train import _fit_calls
+    from gan_cli.training.loop import _fit_calls
 
     assert _fit_calls(0, 25, 10) == [(0, 10, 2), (20, 5, 1)]
     assert _fit_calls(25, 40, 10) == [(25, 5, 1), (30, 10, 1)]
@@ -306,12 +306,12 @@ def test_fit_calls_end_on_block_boundaries():
 
 def test_schedule_counts_discriminator_updates(tmp_path, capsys):
     """rounds 0..24: 100 critic updates each, then 5 (the WGAN reference code's schedule)."""
-    from gan_cli.checkpoint import latest_checkpoint, restore
+    from gan_cli.run.checkpoint import latest_checkpoint, restore
 
     overrides = ["loss=wgan", "model=mlp", "model.generator.hidden=[8]", "model.discriminator.hidden=[8]",
                  "train.steps=30", "train.eval_every=10", "train.checkpoint_every=10", "train.batch_size=8",
                  "metrics.num_samples=200", "train.n_critic={0:100,25:5}"]
-    from gan_cli.train import train
+    from gan_cli.training.loop import train
 
     capsys.readouterr()
     train(compose([*TINY, *overrides]), tmp_path)
@@ -325,7 +325,7 @@ def test_schedule_counts_discriminator_updates(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- end to end
 def test_all_techniques_on_ring_and_exact_resume(tmp_path):
-    from gan_cli.checkpoint import checkpoint_path
+    from gan_cli.run.checkpoint import checkpoint_path
 
     run = tmp_path / "run"
     args = [*TINY, *SHORT, "model=mlp", "model.generator.hidden=[16]", "model.discriminator.hidden=[16,16]", *ALL,
@@ -343,7 +343,7 @@ def test_all_techniques_on_ring_and_exact_resume(tmp_path):
     # gan sample draws from the EMA generator of the checkpoint
     assert gan("sample", str(run), "-n", "16", "-o", str(tmp_path / "s.npy")) == 0
     model, _, _ = build(args)
-    from gan_cli.checkpoint import restore
+    from gan_cli.run.checkpoint import restore
 
     restore(model, checkpoint_path(run, 10), optimizers=False)
     sampled = np.load(tmp_path / "s.npy")
@@ -387,7 +387,7 @@ def test_all_techniques_on_digits(tmp_path):
 def test_critic_schedule_on_digits(tmp_path):
     # the schedule on digits with a small MLP (two traced steps stay cheap): 2 D updates per round in
     # rounds 0-4, then 1, so D's optimizer has made 5 * 2 + 5 * 1 updates after 10 rounds
-    from gan_cli.train import load_for_inference
+    from gan_cli.training.loop import load_for_inference
 
     run = tmp_path / "run"
     small = ["model=mlp", "model.generator.hidden=[32]", "model.discriminator.hidden=[32]"]
@@ -395,7 +395,7 @@ def test_critic_schedule_on_digits(tmp_path):
                f"hydra.run.dir={run}") == 0
     assert [x["step"] for x in rows(run)] == [5, 10]
     assert all(math.isfinite(x["fcd"]) for x in rows(run))
-    from gan_cli.checkpoint import latest_checkpoint, restore
+    from gan_cli.run.checkpoint import latest_checkpoint, restore
 
     _, _, model = load_for_inference(run)
     assert restore(model, latest_checkpoint(run)) == 10  # with the optimizers' state

@@ -107,7 +107,7 @@ class GanDataset(abc.ABC):
 
     def write_samples(self, x: np.ndarray, labels: np.ndarray | None, path: Path) -> None:
         """Write generated samples (model space) to ``path``; ``.npy`` writes ``to_user_space(x)``."""
-        from gan_cli.errors import UserError
+        from gan_cli.core.errors import UserError
 
         path = Path(path)
         if path.suffix != ".npy":

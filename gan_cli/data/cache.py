@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from gan_cli.errors import DataError
+from gan_cli.core.errors import DataError
 
 T = TypeVar("T")
 WAIT_REPORT_S = 30.0   # seconds between "still waiting" lines while another process builds

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from gan_cli.data.base import Evaluator, GanDataset, data_cache_dir
-from gan_cli.errors import ConfigError, DataError, UserError
+from gan_cli.core.errors import ConfigError, DataError, UserError
 
 REPRESENTATIONS = ("eigenvectors", "eigmode", "csm")
 EIG_DB_SCALE = 100.0     # dB per unit of the eigmode eigenvalue channel

@@ -10,7 +10,7 @@ import hashlib
 import time
 from pathlib import Path
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 # keys that shape the simulated data (the rest of csm.yaml is about reading/training)
 SIM_KEYS = ("array", "aperture", "helmholtz", "frequency", "c", "mode", "snapshots", "num_samples",
@@ -62,7 +62,7 @@ def load_config(overrides: list[str]):
 def generate_command(output: str, force: bool, overrides: list[str]) -> int:
     """Simulate a CSM set per the overrides into ``output`` (HDF5, atomic); print a one-line summary."""
     from gan_cli.data.csm_sim import CsmSimulator
-    from gan_cli.errors import DataError
+    from gan_cli.core.errors import DataError
 
     out = Path(output)
     if out.suffix.lower() not in (".h5", ".hdf5"):

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gan_cli.errors import DataError
+from gan_cli.core.errors import DataError
 
 FORMAT_NAME = "gan-cli-csm"
 # 2: files carry ``complete`` and ``checksums`` (sha256 of each dataset's stored bytes), checked on read

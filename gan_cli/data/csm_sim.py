@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 import warnings
 
@@ -275,7 +275,7 @@ def validate_geometry(mic_positions: np.ndarray, expected_m: int | None = None,
     microphone count other than ``expected_m`` (the CSMs' size), all microphones at one point, or
     two microphones at the same position. Call it before any steering vector or beamforming map.
     """
-    from gan_cli.errors import DataError
+    from gan_cli.core.errors import DataError
 
     pos = np.asarray(mic_positions, dtype=np.float64)
     fix = "give the geometry of the array that recorded the data (dataset.array) or regenerate the file"

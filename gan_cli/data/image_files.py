@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli.errors import DataError
+from gan_cli.core.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gan_cli.errors import UserError
+from gan_cli.core.errors import UserError
 
 if TYPE_CHECKING:
     from gan_cli.data.images import ImageDataset

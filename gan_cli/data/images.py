@@ -22,7 +22,7 @@ import numpy as np
 from gan_cli.data.base import Evaluator, GanDataset
 from gan_cli.data.image_files import (as_nhwc, check_labels, read_h5, read_image_folder,
                                       read_mnist_path, resize_images)
-from gan_cli.errors import ConfigError, DataError
+from gan_cli.core.errors import ConfigError, DataError
 
 SNAPSHOT_COLS = 10  # images per row of the samples/step_XXXXXXXX.png grids
 

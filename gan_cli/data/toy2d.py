@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from gan_cli.data.base import Evaluator, GanDataset
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 
 def ring_means(modes: int = 8, radius: float = 1.0) -> np.ndarray:

@@ -114,7 +114,7 @@ def get_classifier(data: "ImageDataset", verbose: bool = True) -> tuple["keras.M
     pretext = data.num_classes < 2
     num_classes = PRETEXT_CLASSES if pretext else data.num_classes
     from gan_cli.data.cache import build_once
-    from gan_cli.errors import DataError
+    from gan_cli.core.errors import DataError
 
     path = _cache_path(data, num_classes, pretext)
     trained: dict[str, float] = {}
@@ -169,7 +169,7 @@ class ImageEvaluator:
         x_train, _ = data.arrays()
         n_ref = min(int(num_samples), x_train.shape[0])
         if n_ref <= max(PR_K, DC_K):
-            from gan_cli.errors import ConfigError
+            from gan_cli.core.errors import ConfigError
 
             raise ConfigError(f"only {n_ref} reference images (metrics.num_samples={num_samples}, {x_train.shape[0]} "
                               f"training images); the k-NN metrics need more than {max(PR_K, DC_K)}: raise "

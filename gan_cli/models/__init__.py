@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 # name -> "module:function"; imported lazily so the CLI stays fast.
 MODELS: dict[str, str] = {

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 
 def _get(cfg: Any, *keys: str, default: Any = None) -> Any:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from gan_cli.models.tf_context import in_xla, op_determinism
+from gan_cli.core.tf_context import in_xla, op_determinism
 
 
 # The sparse backward pass moves B * F * k * k * C1 values whatever the size of the last feature map, while the

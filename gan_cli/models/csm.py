@@ -16,7 +16,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 from gan_cli.models.activations import LeakyReLUFromOutput
 from gan_cli.models.conv_max_pool import SPARSE_MIN_POSITIONS, ConvLeakyMaxPool, pooled_positions
 

@@ -38,7 +38,7 @@ import tensorflow as tf
 from keras import ops
 
 from gan_cli.data.csm_beam import map_grid, steering
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 from gan_cli.models.csm import _get  # a model-config key, its default when missing or null
 
 # per source: x, y, depth, log10 strength (+ a presence logit with gates); plus one log10 noise fraction

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import keras
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 FEATURES = "features"
 

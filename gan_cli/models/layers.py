@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from gan_cli.models.tf_context import in_xla
+from gan_cli.core.tf_context import in_xla
 
 
 @keras.saving.register_keras_serializable(package="gan_cli")

@@ -7,7 +7,7 @@ import math
 import keras
 from omegaconf import DictConfig
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 from gan_cli.models.activations import LeakyReLUFromOutput, ReLUFromOutput
 from gan_cli.models.layers import Maxout, MinibatchDiscrimination, VirtualBatchNormalization
 from gan_cli.models.reference import DEFAULT_REF_SIZE, drop, prepend

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import keras
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 
 def _mlflow():
@@ -79,7 +79,7 @@ class MlflowLogger(keras.callbacks.Callback):
             if (self.run_dir / "report").is_dir():
                 self.mlflow.log_artifacts(str(self.run_dir / "report"), artifact_path="report")
             if gan is not None:
-                from gan_cli.export import export_keras
+                from gan_cli.run.export import export_keras
 
                 path = export_keras(gan, self.run_dir / "generator.keras")
                 self.mlflow.log_artifact(str(path))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gan_cli.errors import UserError
-from gan_cli.run_files import read_overrides, read_rows  # noqa: F401 - re-exported for the report modules
+from gan_cli.core.errors import UserError
+from gan_cli.run.files import read_overrides, read_rows  # noqa: F401 - re-exported for the report modules
 
 # GAN Lab's visual language: green = real, purple = fake.
 REAL_COLOR = "#1a9850"
@@ -82,7 +82,7 @@ def load_run(run_dir: str | Path) -> Run:
         cfg = OmegaConf.create(text)
     except Exception:  # noqa: BLE001 - a corrupt YAML is a user problem
         raise UserError(f"{cfg_path} is not readable YAML; restore it from the checkpoint "
-                        "(gan_cli.checkpoint.read_config) or re-run the training") from None
+                        "(gan_cli.run.checkpoint.read_config) or re-run the training") from None
     snaps = []
     folder = path / "samples"
     if folder.is_dir():

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gan_cli.errors import UserError
+from gan_cli.core.errors import UserError
 from gan_cli.report.plots_common import (HIGHER_IS_BETTER, NOT_METRICS, fmt, metric_names, new_figure, read_overrides,
                                          read_rows, save)
 

@@ -25,7 +25,7 @@ import json
 import os
 from typing import Any, Callable, Iterator
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 STRATEGIES = ("none", "mirrored", "multiworker")
 # One strategy object per kind and process, reused by every run in it (a sweep's jobs in one

@@ -34,7 +34,7 @@ def make_ema_generator(generator: keras.Model) -> keras.Model:
 
 def update_ema(shadow: keras.Model, generator: keras.Model, decay: float, n) -> None:
     """One in-graph EMA step of ``shadow`` towards ``generator``'s weights for generator update ``n``."""
-    from gan_cli.distribute import assign_everywhere  # on every replica's copy under tf.distribute
+    from gan_cli.training.distribute import assign_everywhere  # on every replica's copy under tf.distribute
 
     d = ema_decay(decay, n)
     for e, w in zip(shadow.weights, generator.weights):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 # keys of a metrics.jsonl row that are not something to optimise
 _NOT_OBJECTIVES = ("step", "time")
@@ -31,7 +31,7 @@ def check(objective: str, row: dict, dataset: str) -> None:
 
 def value(objective: str, run_dir: Path, dataset: str) -> float | None:
     """The final value of ``objective`` in ``run_dir/metrics.jsonl`` (None when it was not finite)."""
-    from gan_cli.run_files import read_rows
+    from gan_cli.run.files import read_rows
 
     rows = read_rows(Path(run_dir) / "metrics.jsonl")
     if not rows:

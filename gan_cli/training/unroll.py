@@ -26,7 +26,7 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 
 def base_optimizer(optimizer):
@@ -51,7 +51,7 @@ def optimizer_state(optimizer, variables) -> dict:
     if type(opt) is keras.optimizers.RMSprop:
         return {"v": _slots(opt, variables, "_velocities"), "m": _slots(opt, variables, "_momentums"),
                 "avg": _slots(opt, variables, "_average_gradients")}
-    if isinstance(opt, keras.optimizers.SGD):  # includes the ramped-momentum SGD of gan_cli.momentum_sgd
+    if isinstance(opt, keras.optimizers.SGD):  # includes the ramped-momentum SGD of gan_cli.training.momentum_sgd
         return {"m": _slots(opt, variables, "momentums")}
     raise ConfigError(f"train.unroll_steps supports the adam, rmsprop and sgd optimizers, not "
                       f"{type(opt).__name__}; change optimizer.discriminator or set train.unroll_steps=0")
@@ -86,7 +86,7 @@ def functional_update(optimizer, params: list, grads: list, state: dict, step: i
         v = [v + (tf.square(g) - v) * (1 - b2) for v, g in zip(state["v"], grads)]
         new = [p - alpha * mi / tf.stop_gradient(tf.sqrt(vi) + eps) for p, mi, vi in zip(params, m, v)]
         return new, {"m": m, "v": v}
-    # SGD (momentum ramped by gan_cli.momentum_sgd.RampedMomentumSGD when it is one)
+    # SGD (momentum ramped by gan_cli.training.momentum_sgd.RampedMomentumSGD when it is one)
     if state["m"] is None:
         return [p - lr * g for p, g in zip(params, grads)], state
     if hasattr(opt, "current_momentum"):

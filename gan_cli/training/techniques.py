@@ -4,9 +4,9 @@
 |---|---|---|
 | ``loss.feature_matching`` w, ``loss.feature_matching_only`` | feature matching G loss (Salimans et al. 2016) | ``GAN.generator_loss``, ``losses.feature_matching_loss`` |
 | ``loss.r1_weight`` gamma | R1 penalty on real data (Mescheder et al. 2018) | ``GAN.discriminator_loss``, ``losses.r1_penalty`` |
-| ``train.unroll_steps`` k | unrolled GAN (Metz et al. 2017) | ``gan_cli.unroll`` |
-| ``train.g_ema`` d | EMA of G's weights for sampling/evaluation | ``gan_cli.ema`` |
-| ``train.n_critic`` ``{round: count}`` | critic schedule | ``gan_cli.schedule`` |
+| ``train.unroll_steps`` k | unrolled GAN (Metz et al. 2017) | ``gan_cli.training.unroll`` |
+| ``train.g_ema`` d | EMA of G's weights for sampling/evaluation | ``gan_cli.training.ema`` |
+| ``train.n_critic`` ``{round: count}`` | critic schedule | ``gan_cli.config.schedule`` |
 | ``model.discriminator.spectral_norm`` | spectral normalisation of D (Miyato et al. 2018) | ``models.spectral`` |
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from gan_cli.errors import ConfigError
-from gan_cli.schedule import critic_schedule, slot_stride
+from gan_cli.core.errors import ConfigError
+from gan_cli.config.schedule import critic_schedule, slot_stride
 
 # loss.* keys that configure the training step, not the loss family's functions
 LOSS_KEYS = ("feature_matching", "feature_matching_only", "r1_weight")

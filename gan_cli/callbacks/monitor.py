@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from gan_cli.checkpoint import save_checkpoint
+from gan_cli.run.checkpoint import save_checkpoint
 
 
 def _clean(value):

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gan_cli.errors import UserError
+from gan_cli.core.errors import UserError
 
 FORMAT = "gan-cli checkpoint 2"
 CKPT_RE = re.compile(r"^ckpt_(\d+)\.h5$")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 MAX_COUNT = 2**31 - 1
 

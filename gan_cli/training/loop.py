@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gan_cli.errors import ConfigError, UserError
+from gan_cli.core.errors import ConfigError, UserError
 
 
 def build_dataset(dataset_cfg: DictConfig):
@@ -40,16 +40,16 @@ def build_gan(cfg: DictConfig, data):
     """A compiled ``GAN`` for the resolved config ``cfg`` and dataset ``data``."""
     import keras
 
-    from gan_cli import precision
-    from gan_cli.gan import GAN
-    from gan_cli.losses import get_loss
+    from gan_cli.training import precision
+    from gan_cli.training.gan import GAN
+    from gan_cli.losses.adversarial import get_loss
     from gan_cli.models import get_builder
-    from gan_cli.optimizers import build_optimizer
+    from gan_cli.training.optimizers import build_optimizer
 
     keras.utils.set_random_seed(int(cfg.train.seed))
     conditional = bool(cfg.model.get("conditional", False))
     mixed = precision.compute_dtype(cfg.train.get("mixed_precision", False))
-    with precision.policy(mixed):  # half compute, float32 logits/samples/losses (gan_cli/precision.py)
+    with precision.policy(mixed):  # half compute, float32 logits/samples/losses (gan_cli/training/precision.py)
         generator, discriminator = get_builder(cfg.model.name)(cfg.model, data, int(cfg.latent.dim), conditional)
     if mixed:
         precision.float32_ends(generator, discriminator)
@@ -59,14 +59,13 @@ def build_gan(cfg: DictConfig, data):
     fill_reference_batches(generator, discriminator, data, cfg.latent.distribution, int(cfg.train.seed),
                            int(cfg.model.get("pack", 1)))
     loss = get_loss(cfg.loss.name)
-    from gan_cli import techniques
-
+    from gan_cli.training import techniques
     params = {k: v for k, v in cfg.loss.items()
               if k not in ("name", "clip_value", "gp_weight", "default_optimizer", "default_n_critic",
                            *techniques.LOSS_KEYS)}
     gan_cls, extra = GAN, {}
     if cfg.loss.name == "gngan":  # GN-GAN (seed 004): adds an encoder and its optimizer
-        from gan_cli.gngan import gngan_parts
+        from gan_cli.training.gngan import gngan_parts
 
         gan_cls, extra = gngan_parts(cfg, data)
     gan = gan_cls(generator, discriminator, loss, params, latent_dim=int(cfg.latent.dim),
@@ -117,10 +116,10 @@ def load_for_inference(path: Path, data=None):
     """(resolved config, dataset, GAN with the checkpoint's weights) from a run folder or checkpoint file.
 
     ``data``: the run's dataset when the caller has already built it (it is not built again)."""
-    from gan_cli.checkpoint import latest_checkpoint, read_config, restore
+    from gan_cli.run.checkpoint import latest_checkpoint, read_config, restore
 
     ckpt = latest_checkpoint(Path(path))
-    from gan_cli.config import apply_metric_options
+    from gan_cli.config.resolve import apply_metric_options
 
     cfg = _with_train_defaults(read_config(ckpt))  # a checkpoint from an older version lacks newer keys
     if data is None:
@@ -151,7 +150,7 @@ def device_line() -> str:
 def _trim_metrics(run_dir: Path, last_step: int) -> None:
     """Drop metrics.jsonl rows after ``last_step`` (they will be recomputed after a resume or a
     rollback) and any half-written row a killed process left at the end."""
-    from gan_cli.run_files import read_rows
+    from gan_cli.run.files import read_rows
 
     path = run_dir / "metrics.jsonl"
     if path.exists():
@@ -159,7 +158,7 @@ def _trim_metrics(run_dir: Path, last_step: int) -> None:
 
 
 def _last_row(run_dir: Path, step: int) -> dict | None:
-    from gan_cli.run_files import read_rows
+    from gan_cli.run.files import read_rows
 
     rows = read_rows(run_dir / "metrics.jsonl")
     return rows[-1] if rows and rows[-1]["step"] == step else None
@@ -168,7 +167,7 @@ def _last_row(run_dir: Path, step: int) -> dict | None:
 def _with_train_defaults(cfg: DictConfig) -> DictConfig:
     """``cfg`` with train/metrics keys added since it was written (e.g. a checkpoint's config from an older
     version given to ``gan resume``) filled from the packaged conf/config.yaml."""
-    from gan_cli.config import METRICS_SCHEMA, TRAIN_SCHEMA, conf_dir
+    from gan_cli.config.resolve import METRICS_SCHEMA, TRAIN_SCHEMA, conf_dir
 
     missing = [(section, k) for section, schema in (("train", TRAIN_SCHEMA), ("metrics", METRICS_SCHEMA))
                if section in cfg for k in schema if k not in cfg[section]]
@@ -257,7 +256,7 @@ def _ends_tracker(tracker):
 
 def _state(gan) -> list:
     """An in-memory copy of everything a checkpoint holds (used to roll back before the first checkpoint)."""
-    from gan_cli.checkpoint import state_groups
+    from gan_cli.run.checkpoint import state_groups
 
     variables = [v for _, group in state_groups(gan) for v in group] + [gan.round]
     return [(v, np.array(v.numpy())) for v in variables]
@@ -270,7 +269,7 @@ def _learning_rates(gan) -> tuple[float, float]:
 def _fit(gan, data, cfg: DictConfig, monitor, position: int, stop: _GracefulStop, extra=()) -> None:
     """Train from round ``position`` to ``cfg.train.steps``; a resume or rollback that lands inside
     a block (an interrupt checkpoint) first finishes that block. Returns early on a signal."""
-    from gan_cli.callbacks import ProgressBar
+    from gan_cli.callbacks.monitor import ProgressBar
 
     steps, block, spe = int(cfg.train.steps), _block(cfg), _steps_per_execution(cfg)
     progress = ProgressBar(steps, position, spe, data.primary_metric, enabled=bool(cfg.train.progress))
@@ -278,13 +277,13 @@ def _fit(gan, data, cfg: DictConfig, monitor, position: int, stop: _GracefulStop
     callbacks = [progress, monitor, *extra, stop.callback()]  # extra (TensorBoard) reads monitor.last_row
 
     def stream(at: int, n_critic: int):  # real batches from round `at` on: a pure function of (seed, round)
-        from gan_cli.distribute import stream_for
+        from gan_cli.training.distribute import stream_for
 
         ds = data.tf_dataset(int(cfg.train.batch_size), int(cfg.train.seed), start_step=at,
                              batches_per_step=n_critic)
         return stream_for(ds, int(cfg.train.batch_size), gan.distribute_strategy)
 
-    from gan_cli.schedule import critic_schedule, critic_segments
+    from gan_cli.config.schedule import critic_schedule, critic_segments
 
     # schedule changes fall on multiples of spe too, so the step is traced once per segment
     spe = math.gcd(spe, *critic_schedule(cfg.train.n_critic))
@@ -351,8 +350,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = Fal
     ``train.max_rollbacks`` times); an OSError while writing the run folder (disk full,
     read-only) becomes a one-line UserError.
     """
-    from gan_cli import config as config_mod
-
+    from gan_cli.config import resolve as config_mod
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig
 
@@ -368,7 +366,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = Fal
     import tensorflow as tf
 
     # op determinism is process-wide: switched on for this run only (sweeps run jobs in one process)
-    from gan_cli.models.tf_context import disable_op_determinism, op_determinism
+    from gan_cli.core.tf_context import disable_op_determinism, op_determinism
 
     determinism = bool(cfg.train.deterministic) and not op_determinism()
     if determinism:
@@ -385,15 +383,14 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = Fal
 
 
 def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
-    from gan_cli.callbacks import NonFiniteLoss, RunMonitor, weights_finite
-    from gan_cli.checkpoint import checkpoint_path, latest_checkpoint, remove_partial, restore, save_checkpoint
+    from gan_cli.callbacks.monitor import NonFiniteLoss, RunMonitor, weights_finite
+    from gan_cli.run.checkpoint import checkpoint_path, latest_checkpoint, remove_partial, restore, save_checkpoint
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg))
 
     t_start = time.time()
-    from gan_cli import distribute
-
+    from gan_cli.training import distribute
     strategy = distribute.make_strategy(cfg.train.strategy)  # train.strategy: before TensorFlow's runtime starts
     distribute.check_batch(int(cfg.train.batch_size), int(cfg.model.get("pack", 1)), strategy)
     with distribute.scope(strategy):  # networks, optimizers and the GAN's variables mirrored on every replica
@@ -404,8 +401,7 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
         start = restore(gan, latest_checkpoint(run_dir))
         _trim_metrics(run_dir, start)
     steps = int(cfg.train.steps)
-    from gan_cli import precision
-
+    from gan_cli.training import precision
     half = precision.compute_dtype(cfg.train.get("mixed_precision", False))
     print(f"gan-cli: {cfg.loss.name} on {data.name} ({data.kind}, sample shape {tuple(data.sample_shape)}), "
           f"model {cfg.model.name}, optimizer {cfg.optimizer.name}, n_critic {cfg.train.n_critic}, "
@@ -440,8 +436,7 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
 
         tracker = MlflowLogger(run_dir, cfg, monitor)
         extra.append(tracker)
-    from gan_cli import objective
-
+    from gan_cli.run import objective
     extra += [c for c in [objective.callback(monitor, cfg.metrics.get("objective"), data.name)] if c is not None]
     initial = _state(gan) if cfg.train.on_nan == "rollback" else []  # for a rollback before the first checkpoint
     position, rollbacks, hard_stop = start, 0, False
@@ -477,7 +472,7 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
                 factor = float(cfg.train.nan_lr_factor)
                 gan.g_optimizer.learning_rate = lr_g * factor
                 gan.d_optimizer.learning_rate = lr_d * factor
-                if getattr(gan, "e_optimizer", None) is not None:  # GN-GAN's encoder (gan_cli.gngan)
+                if getattr(gan, "e_optimizer", None) is not None:  # GN-GAN's encoder (gan_cli.training.gngan)
                     gan.e_optimizer.learning_rate = float(np.asarray(gan.e_optimizer.learning_rate)) * factor
                 _trim_metrics(run_dir, position)
                 monitor.last_row = None

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 # models whose builders know minibatch discrimination and virtual batch norm
 MBD_VBN_MODELS = ("mlp", "maxout", "dcgan")
@@ -58,7 +58,7 @@ def _check_model(model: DictConfig) -> None:
 
 
 def _check_gngan(cfg: DictConfig) -> None:
-    from gan_cli.techniques import LOSS_KEYS  # feature matching and R1 compose with GN-GAN
+    from gan_cli.training.techniques import LOSS_KEYS  # feature matching and R1 compose with GN-GAN
 
     loss = cfg.loss
     for key in loss:

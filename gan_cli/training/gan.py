@@ -15,13 +15,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from gan_cli.distribute import assign_everywhere, replica_rows, replica_share, step_logs
-from gan_cli.errors import ConfigError
-from gan_cli.ema import make_ema_generator, update_ema
-from gan_cli.losses import LossPair, feature_matching_loss, gradient_penalty, r1_penalty
+from gan_cli.training.distribute import assign_everywhere, replica_rows, replica_share, step_logs
+from gan_cli.core.errors import ConfigError
+from gan_cli.training.ema import make_ema_generator, update_ema
+from gan_cli.losses.adversarial import LossPair, feature_matching_loss, gradient_penalty, r1_penalty
 from gan_cli.models.features import feature_model
 from gan_cli.models.per_sample import rows_independent
-from gan_cli.unroll import unrolled_weights
+from gan_cli.training.unroll import unrolled_weights
 
 # First component of the stateless seed per random purpose (second component: the slot counter).
 _LATENT, _LABELS, _EPSILON = 0, 1, 2
@@ -46,7 +46,7 @@ class GAN(keras.Model):
 
     ``fit`` data: per round, real batches ``x`` of shape ``(B, n_critic, *sample_shape)``
     (and labels ``y`` of shape ``(B, n_critic)`` int32 for conditional models); batch axis first,
-    so that ``tf.distribute`` (``train.strategy``, see ``gan_cli.distribute``) splits ``B`` across
+    so that ``tf.distribute`` (``train.strategy``, see ``gan_cli.training.distribute``) splits ``B`` across
     replicas.
 
     PacGAN packing (Lin et al. 2018), ``pack=m > 1``: in training the discriminator sees packs
@@ -96,8 +96,8 @@ class GAN(keras.Model):
         ``feature_matching`` w > 0 (Salimans et al. 2016): G's loss gains w * ||mean f(x) - mean f(G(z))||^2,
         f = D's ``features`` layer (``feature_matching_only``: it replaces the adversarial G loss);
         ``r1_weight`` gamma: D's loss gains gamma/2 * E ||grad_x D(x)||^2 on real data (Mescheder et al. 2018);
-        ``unroll_steps`` k: G's loss is taken through k look-ahead D updates (Metz et al. 2017, gan_cli.unroll);
-        ``g_ema`` d > 0: a shadow generator averages G's weights and is used for inference (gan_cli.ema);
+        ``unroll_steps`` k: G's loss is taken through k look-ahead D updates (Metz et al. 2017, gan_cli.training.unroll);
+        ``g_ema`` d > 0: a shadow generator averages G's weights and is used for inference (gan_cli.training.ema);
         ``slot_stride``: random slots per round (``schedule.slot_stride``: the largest n_critic + n_gen),
         fixed for a run whose n_critic follows a schedule.
         """
@@ -232,7 +232,7 @@ class GAN(keras.Model):
         return g_loss
 
     def _unrolled_weights(self, z, fake, x_real, y_real, slot):
-        """D's trainable weights after ``unroll_steps`` look-ahead updates on ``x_real`` and ``fake`` (gan_cli.unroll)."""
+        """D's trainable weights after ``unroll_steps`` look-ahead updates on ``x_real`` and ``fake`` (gan_cli.training.unroll)."""
         if self.conditional:  # D's objective pairs real and fake samples under the real labels, as in d_step
             fake = self.generate(z, y_real, training=True)
         return unrolled_weights(lambda w: self.discriminator_loss(x_real, y_real, fake, slot, w),

@@ -10,7 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from gan_cli.errors import UserError
+from gan_cli.core.errors import UserError
 
 
 def _is_multirun() -> bool:
@@ -36,12 +36,12 @@ def app(cfg: DictConfig):
     Returns the final metrics (a dict), or with ``metrics.objective`` set the float value of that
     metric (what the Optuna sweeper optimises; None for a failed job or a NaN/Inf value, which
     Optuna records as a failed trial). A joblib job trains in a fresh process of its own
-    (``gan_cli.job_process``)."""
+    (``gan_cli.cli.job_process``)."""
     from hydra.core.hydra_config import HydraConfig
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        from gan_cli.run_files import clear_run_outputs, has_run_outputs
+        from gan_cli.run.files import clear_run_outputs, has_run_outputs
 
         if cfg.train.get("overwrite", False):
             clear_run_outputs(run_dir)
@@ -53,20 +53,19 @@ def app(cfg: DictConfig):
             raise UserError(f"the run folder {run_dir} holds an earlier run; choose another hydra.run.dir "
                             "or add train.overwrite=true")
         if _reused_worker():
-            from gan_cli.job_process import train_in_fresh_process
+            from gan_cli.cli.job_process import train_in_fresh_process
 
             result = train_in_fresh_process(cfg, run_dir)
         else:
-            from gan_cli.cli import _quiet_tensorflow
+            from gan_cli.cli.main import _quiet_tensorflow
 
             _quiet_tensorflow()  # no-op when the command line already imported it
-            from gan_cli.train import train
+            from gan_cli.training.loop import train
 
             result = train(cfg, run_dir)
         objective = cfg.get("metrics", {}).get("objective")
         if objective is not None:
-            from gan_cli import objective as objective_mod
-
+            from gan_cli.run import objective as objective_mod
             result = objective_mod.value(objective, run_dir, str(cfg.dataset.get("name")))
         (run_dir / "DONE").write_text("ok\n")
         return result

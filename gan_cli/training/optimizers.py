@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 # name -> (Keras class name, allowed config keys besides `name`)
 OPTIMIZERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -69,10 +69,10 @@ def build_optimizer(cfg: Mapping[str, Any], fused: bool = True):
     kwargs = {k: v for k, v in cfg.items() if k in allowed and v is not None
               and k not in ("lr", "momentum_final", "momentum_steps", "momentum_epochs", "lr_decay", "lr_min")}
     if cfg["name"] == "sgd" and (cfg.get("momentum_final") is not None or cfg.get("lr_decay") is not None):
-        from gan_cli.momentum_sgd import RampedMomentumSGD
+        from gan_cli.training.momentum_sgd import RampedMomentumSGD
 
         if cfg.get("momentum_final") is not None and cfg.get("momentum_steps") is None:
-            raise ConfigError("optimizer momentum_epochs is resolved into momentum_steps by gan_cli.config.resolve; "
+            raise ConfigError("optimizer momentum_epochs is resolved into momentum_steps by gan_cli.config.resolve.resolve; "
                               "set momentum_steps when building an optimizer directly")
         momentum = float(cfg.get("momentum") or 0.0)
         final = cfg.get("momentum_final")
@@ -82,7 +82,7 @@ def build_optimizer(cfg: Mapping[str, Any], fused: bool = True):
                                  lr_decay=float(cfg.get("lr_decay") or 1.0), lr_min=float(cfg.get("lr_min") or 0.0),
                                  **{k: v for k, v in kwargs.items() if k != "momentum"})
     if cfg["name"] == "rmsprop" and fused:
-        from gan_cli.fused_rmsprop import FusedRMSprop
+        from gan_cli.training.fused_rmsprop import FusedRMSprop
 
         return FusedRMSprop(learning_rate=float(cfg["lr"]), **kwargs)
     return getattr(keras.optimizers, cls_name)(learning_rate=float(cfg["lr"]), **kwargs)

@@ -14,7 +14,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 
 def _bce_real(logits: tf.Tensor, target: float) -> tf.Tensor:
@@ -170,9 +170,9 @@ LOSSES: dict[str, LossPair] = {
 
 
 def _register_gngan() -> None:
-    """GN-GAN (seed 004): its training step (``gan_cli.gngan.GNGAN``, chosen by ``build_gan``) calls the full
-    objectives in ``gan_cli.gngan_losses``; these registry entries are their logit-only parts."""
-    from gan_cli.gngan_losses import gngan_discriminator_loss, gngan_generator_loss
+    """GN-GAN (seed 004): its training step (``gan_cli.training.gngan.GNGAN``, chosen by ``build_gan``) calls the full
+    objectives in ``gan_cli.losses.gngan``; these registry entries are their logit-only parts."""
+    from gan_cli.losses.gngan import gngan_discriminator_loss, gngan_generator_loss
 
     LOSSES["gngan"] = LossPair("gngan", gngan_generator_loss, gngan_discriminator_loss, uses_label_smoothing=False)
 

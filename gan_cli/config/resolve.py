@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gan_cli.errors import ConfigError
+from gan_cli.core.errors import ConfigError
 
 LOSS_NAMES = ("gan", "nsgan", "mlgan", "lsgan", "wgan", "wgan_gp", "hinge", "gngan")
 
@@ -26,7 +26,7 @@ LOSS_NAMES = ("gan", "nsgan", "mlgan", "lsgan", "wgan", "wgan_gp", "hinge", "gng
 TRAIN_SCHEMA: dict[str, tuple[type, float | None, bool]] = {
     "steps": (int, 1, True),
     "batch_size": (int, 1, True),
-    "n_critic": (object, None, True),  # a count or a {round: count} schedule: checked by gan_cli.schedule
+    "n_critic": (object, None, True),  # a count or a {round: count} schedule: checked by gan_cli.config.schedule
     "n_gen": (int, 1, False),
     "seed": (int, 0, False),
     "eval_every": (int, 1, True),
@@ -117,7 +117,7 @@ def _number(where: str, value: Any, low: float, high: float | None = None, low_o
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) for any invalid key, type, range or combination."""
-    from gan_cli.optimizers import validate_optimizer
+    from gan_cli.training.optimizers import validate_optimizer
 
     for section in ("model", "optimizer"):  # chosen by the dataset / loss config's defaults list
         if not isinstance(cfg.get(section), DictConfig):
@@ -134,10 +134,10 @@ def validate(cfg: DictConfig) -> None:
                           "or remove train.logger")
     if not (isinstance(cfg.train.jit_compile, bool) or cfg.train.jit_compile == "auto"):
         raise ConfigError(f"train.jit_compile must be true, false or auto, got {cfg.train.jit_compile!r}")
-    from gan_cli.precision import check_setting
+    from gan_cli.training.precision import check_setting
 
     check_setting(cfg.train.mixed_precision)
-    from gan_cli.distribute import check_name
+    from gan_cli.training.distribute import check_name
 
     check_name(cfg.train.strategy)
     if cfg.latent.distribution not in ("gaussian", "uniform"):
@@ -166,10 +166,10 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model '{cfg.model.get('name')}' has no generator section")
     _check_dataset_keys(cfg.dataset)
     _check_pack(cfg)
-    from gan_cli.techniques_config import check_model_techniques
+    from gan_cli.config.techniques import check_model_techniques
 
     check_model_techniques(cfg)  # minibatch discrimination, virtual batch norm, GN-GAN
-    from gan_cli.techniques import check as check_training_techniques
+    from gan_cli.training.techniques import check as check_training_techniques
 
     check_training_techniques(cfg)  # feature matching, R1, unrolling, generator EMA, n_critic schedule, spectral norm
 
@@ -258,10 +258,10 @@ def resolve(cfg: DictConfig, data) -> DictConfig:
                 n_train = int(data.arrays()[0].shape[0])
                 opt.momentum_steps = max(1, round(float(opt.momentum_epochs) * n_train / int(cfg.train.batch_size)))
         if cfg.train.get("mixed_precision") is True:  # the type this machine computes in, kept in the run folder
-            from gan_cli.precision import compute_dtype  # so that resume and reproduce use it on any machine
+            from gan_cli.training.precision import compute_dtype  # so that resume and reproduce use it on any machine
 
             cfg.train.mixed_precision = compute_dtype(True)
-    from gan_cli.optimizers import validate_optimizer
+    from gan_cli.training.optimizers import validate_optimizer
 
     for net in ("generator", "discriminator"):
         validate_optimizer(net, cfg.optimizer[net])

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from gan_cli.errors import UserError
+from gan_cli.core.errors import UserError
 
 # acoular's numba kernels and numpy's many small (64 x 64) linear-algebra calls run best with a
 # single-threaded OpenBLAS; it must be set before anything (config checks included) imports numpy.
@@ -66,14 +66,14 @@ def _quiet_tensorflow() -> None:
 
 
 def cmd_train(argv: list[str]) -> int:
-    """``gan train ARGS``: ARGS go unchanged to the Hydra app (gan_cli/hydra_app.py), so every Hydra flag
-    and the whole override grammar work. Validation runs inside the app (gan_cli/hydra_callbacks.py);
+    """``gan train ARGS``: ARGS go unchanged to the Hydra app (gan_cli/cli/hydra_app.py), so every Hydra flag
+    and the whole override grammar work. Validation runs inside the app (gan_cli/cli/hydra_callbacks.py);
     Hydra's own composition errors (an unknown group option, a bad override) become one line here."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from gan_cli.hydra_app import app
-    from gan_cli.hydra_callbacks import ChecksFailed
+    from gan_cli.cli.hydra_app import app
+    from gan_cli.cli.hydra_callbacks import ChecksFailed
 
     full_error = os.environ.get("HYDRA_FULL_ERROR")  # the user's own setting: Hydra's full traceback
     os.environ["HYDRA_FULL_ERROR"] = "1"  # makes Hydra raise its errors instead of printing and exiting 1
@@ -119,7 +119,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _quiet_tensorflow()
     import numpy as np
 
-    from gan_cli.train import load_for_inference
+    from gan_cli.training.loop import load_for_inference
 
     out = Path(args.output)
     if out.exists() and not args.force:
@@ -178,15 +178,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.num_samples is not None and args.num_samples < 2:
         return _fail(f"--num-samples must be >= 2, got {args.num_samples}")
     _quiet_tensorflow()
-    from gan_cli.callbacks import evaluation_samples
-    from gan_cli.checkpoint import latest_checkpoint
-    from gan_cli.train import load_for_inference
+    from gan_cli.callbacks.monitor import evaluation_samples
+    from gan_cli.run.checkpoint import latest_checkpoint
+    from gan_cli.training.loop import load_for_inference
 
     cfg, data, gan = load_for_inference(Path(args.run))
     n = args.num_samples if args.num_samples is not None else int(cfg.metrics.num_samples)
     fake, labels = evaluation_samples(gan, cfg, n)
     metrics = data.evaluator(n, int(cfg.train.seed))(fake, labels)
-    from gan_cli.callbacks import _clean
+    from gan_cli.callbacks.monitor import _clean
 
     result = {"checkpoint": str(latest_checkpoint(Path(args.run))), "step": int(gan.round.numpy()),
               **{k: _clean(v) for k, v in metrics.items()}}  # NaN/inf: null (JSON has no such numbers)
@@ -197,7 +197,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continue an interrupted run in its own folder from its newest checkpoint (exactly: the RNG and
     data state are functions of the stored round); appends to metrics.jsonl without duplicating steps."""
-    from gan_cli.checkpoint import latest_checkpoint, read_config
+    from gan_cli.run.checkpoint import latest_checkpoint, read_config
 
     run = Path(args.run)
     if run.is_file():
@@ -205,7 +205,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     ckpt = latest_checkpoint(run, warn=False)  # checked before the slow TensorFlow import; train() warns
     cfg = read_config(ckpt)
     _quiet_tensorflow()
-    from gan_cli.train import train
+    from gan_cli.training.loop import train
 
     train(cfg, run, resume=True)
     (run / "DONE").write_text("ok\n")
@@ -217,7 +217,7 @@ def _last_metrics(run_dir: Path) -> dict:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run_dir} has no metrics.jsonl; give the folder of a finished gan train run")
-    from gan_cli.run_files import read_rows
+    from gan_cli.run.files import read_rows
 
     rows = read_rows(path)
     if not rows:
@@ -240,7 +240,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if not saved.is_file():
         raise UserError(f"{run} has no .hydra/overrides.yaml; give a run folder written by gan train")
     original = _last_metrics(run)
-    from gan_cli.run_files import read_overrides
+    from gan_cli.run.files import read_overrides
 
     saved_overrides = read_overrides(run)
     if saved_overrides is None:
@@ -272,7 +272,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """The run's generator as a .keras file (model space) or a SavedModel (data units) loadable without gan-cli."""
     _quiet_tensorflow()
-    from gan_cli.export import export_run
+    from gan_cli.run.export import export_run
 
     path = export_run(Path(args.run), Path(args.output), args.format, args.force)
     print(f"wrote {path}")

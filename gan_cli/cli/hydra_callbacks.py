@@ -2,7 +2,7 @@
 
 ``RunChecks`` validates inside the composed app, before Hydra creates a folder or anything is built:
 
-* a single run (``on_run_start``): the composed config (``gan_cli.config.validate``) and the run folder
+* a single run (``on_run_start``): the composed config (``gan_cli.config.resolve.validate``) and the run folder
   (creatable, writable, not full; an existing non-empty one only with ``train.overwrite=true``);
 * a sweep (``on_multirun_start``): every job of the sweep (Hydra's own override parser expands the
   sweep; each job is composed with ``hydra.compose``, so ``--config-dir`` and ``hydra.searchpath``
@@ -26,7 +26,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from gan_cli.errors import UserError
+from gan_cli.core.errors import UserError
 
 MAX_CHECKED_JOBS = 2000  # a sweep larger than this has its first jobs checked up front, the rest when they run
 
@@ -54,10 +54,10 @@ def _checked(check):
 
 
 def check_config(cfg: DictConfig, where: str = "") -> None:
-    """``gan_cli.config.validate`` on a composed job config, with keys a ``~key`` deletion removed taken
+    """``gan_cli.config.resolve.validate`` on a composed job config, with keys a ``~key`` deletion removed taken
     from the packaged defaults; ``where`` prefixes the message (which sweep job)."""
-    from gan_cli.config import validate
-    from gan_cli.train import _with_train_defaults
+    from gan_cli.config.resolve import validate
+    from gan_cli.training.loop import _with_train_defaults
 
     try:
         validate(_with_train_defaults(cfg))

@@ -7,7 +7,7 @@ final metrics, or the error) to a JSON file and exits, handing everything back t
 Several such children share a GPU, so each grows its GPU memory on demand
 (``TF_FORCE_GPU_ALLOW_GROWTH=true`` unless set) instead of claiming it all at start.
 
-Child command: ``python -m gan_cli.job_process CONFIG.yaml RUN_DIR RESULT.json``.
+Child command: ``python -m gan_cli.cli.job_process CONFIG.yaml RUN_DIR RESULT.json``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gan_cli import errors
-
-
+from gan_cli.core import errors
 def _rebuild(kind: str, message: str) -> Exception:
     """The child's exception as an instance of the same class when it is one of ours or a builtin."""
     cls = getattr(errors, kind, None) or getattr(builtins, kind, None)
@@ -46,7 +44,7 @@ def train_in_fresh_process(cfg: DictConfig, run_dir: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="gan_job_") as tmp:
         cfg_path, result_path = Path(tmp) / "config.yaml", Path(tmp) / "result.json"
         cfg_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        proc = subprocess.run([sys.executable, "-m", "gan_cli.job_process", str(cfg_path), str(run_dir),
+        proc = subprocess.run([sys.executable, "-m", "gan_cli.cli.job_process", str(cfg_path), str(run_dir),
                                str(result_path)], env=env)
         if result_path.is_file():
             result = json.loads(result_path.read_text())
@@ -60,10 +58,10 @@ def train_in_fresh_process(cfg: DictConfig, run_dir: Path) -> dict:
 
 def main(argv: list[str]) -> int:
     cfg_path, run_dir, result_path = argv
-    from gan_cli.cli import _quiet_tensorflow
+    from gan_cli.cli.main import _quiet_tensorflow
 
     _quiet_tensorflow()
-    from gan_cli.train import train
+    from gan_cli.training.loop import train
 
     cfg = OmegaConf.load(cfg_path)
     try:

@@ -15,7 +15,7 @@ draws fresh noise for each phase. Options that act through ``_run_d`` compose: u
 R1 (added to -V_D), feature matching (added to V_G), generator EMA, spectral norm, minibatch
 discrimination and virtual batch norm in D or G.
 
-The math lives in ``gan_cli.gngan_losses``. Sampling and evaluation use G only, unchanged.
+The math lives in ``gan_cli.losses.gngan``. Sampling and evaluation use G only, unchanged.
 
 The encoder mirrors D's architecture (the model builder's discriminator without minibatch
 discrimination, virtual batch norm or packing), with a linear ``latent_dim``-sized output in place of
@@ -32,11 +32,11 @@ import keras
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from gan_cli.distribute import replica_share
-from gan_cli.errors import ConfigError
-from gan_cli.gan import GAN
-from gan_cli.losses import feature_matching_loss, r1_penalty
-from gan_cli.gngan_losses import (autoencoder_loss, discriminator_loss, gradient_matching, interpolate_penalty,
+from gan_cli.training.distribute import replica_share
+from gan_cli.core.errors import ConfigError
+from gan_cli.training.gan import GAN
+from gan_cli.losses.adversarial import feature_matching_loss, r1_penalty
+from gan_cli.losses.gngan import (autoencoder_loss, discriminator_loss, gradient_matching, interpolate_penalty,
                                   probability_and_gradient)
 
 # stateless-RNG purpose of the auto-encoder step's noise (the base class uses 0-2: noise, labels, GP weights)
@@ -180,8 +180,8 @@ def build_encoder(cfg: DictConfig, data: Any, latent_dim: int) -> keras.Model:
 
 def gngan_parts(cfg: DictConfig, data: Any) -> tuple[type, dict]:
     """``(GNGAN, extra constructor kwargs)`` for ``build_gan``: the encoder and its optimizer."""
-    from gan_cli import precision
-    from gan_cli.optimizers import build_optimizer
+    from gan_cli.training import precision
+    from gan_cli.training.optimizers import build_optimizer
 
     mixed = precision.compute_dtype(cfg.train.get("mixed_precision", False))
     with precision.policy(mixed):

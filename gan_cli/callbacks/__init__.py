@@ -1,0 +1,1 @@
+"""Callbacks layer: Keras callbacks that monitor a run (progress, evaluation, checkpoints, faults)."""

@@ -1,0 +1,1 @@
+"""Config layer: resolution of defaults and the validation rules for composed configs."""

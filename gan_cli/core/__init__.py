@@ -1,0 +1,1 @@
+"""Bottom layer: the error types every layer raises and TensorFlow runtime state."""

@@ -1,0 +1,1 @@
+"""Losses layer: adversarial losses, penalties and GN-GAN's normalised losses."""

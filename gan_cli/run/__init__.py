@@ -1,0 +1,1 @@
+"""Run layer: run-folder files, checkpoints, objectives and loading/exporting trained generators."""
