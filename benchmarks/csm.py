@@ -8,7 +8,7 @@
 Simulation: ``CsmSimulator(...).simulate()`` (sources, acoular steering vectors, Wishart draw,
 canonical eigendecomposition; no file I/O) and ``.write()`` (the same into HDF5, as ``gan data csm``),
 best of ``--repeats``. Training: seed 000's WGAN (csm_mlp, RMSProp 5e-5, clip 0.01, n_critic 5,
-batch 64) built by ``gan_cli.training.loop.build_gan`` from the real composed config, timed with
+batch 64) built by ``gan_cli.training.build.build_gan`` from the real composed config, timed with
 ``Model.fit`` after one warm-up call (graph tracing excluded), median of ``--repeats``. Prints a
 Markdown table.
 """
@@ -54,7 +54,8 @@ def bench_training(mics: int, loss: str, rounds: int, repeats: int, extra: list[
     from hydra import compose, initialize_config_module
 
     from gan_cli.config import resolve as config_mod
-    from gan_cli.training.loop import build_dataset, build_gan
+    from gan_cli.data.build import build_dataset
+    from gan_cli.training.build import build_gan
 
     overrides = [f"loss={loss}", "dataset=csm", "model=csm_mlp", f"dataset.array={ARRAYS[mics]}", "dataset.num_samples=512",
                  "train.batch_size=64", f"train.steps={rounds}", f"train.eval_every={rounds}",
@@ -99,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                 mem, file = bench_simulation(m, mode, args.sim_samples, args.repeats)
                 print(f"| {m} | {mode} | {mem:,.0f} | {file:,.0f} | {10000 / file:.1f} |", flush=True)
     if not args.skip_train:
-        from gan_cli.cli.main import _quiet_tensorflow
+        from gan_cli.core.tf_import import quiet_tensorflow
 
-        _quiet_tensorflow()
+        quiet_tensorflow()
         import tensorflow as tf
 
         device = "GPU " + tf.config.list_physical_devices("GPU")[0].name if tf.config.list_physical_devices("GPU") else "CPU"

@@ -21,7 +21,7 @@ after every step as Keras's default progress bar does. Its networks come from th
 model builders (from plain Keras layers: ``reference_model_config``) and optimizer factory with the
 same seed, so both sides train identical networks on the same data with the same batch size.
 
-``gan train``: ``gan_cli.training.loop.train``, the real code path (data, ``build_gan``, the fused step,
+``gan train``: ``gan_cli.job.train.train``, the real code path (data, ``build_gan``, the fused step,
 callbacks, checkpoint and evaluation at the end), with evaluation and checkpoints only at the end as
 in the bench experiments.
 
@@ -72,13 +72,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gan_cli.cli.main import _quiet_tensorflow  # noqa: E402
+from gan_cli.core.tf_import import quiet_tensorflow  # noqa: E402
 
 if _CALLER_ONEDNN is None:  # keep TensorFlow's default in this process (the reference's side)
     os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)
 from machine_info import cpu_model, usable_cores  # noqa: E402
 
-_quiet_tensorflow()  # TensorFlow's C++ start-up chatter off (replayed only if the import fails)
+quiet_tensorflow()  # TensorFlow's C++ start-up chatter off (replayed only if the import fails)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -253,7 +253,7 @@ def case_steps(case: str, tokens: list[str] | None) -> int:
 def case_config(case: str, steps: int, args) -> tuple:
     """(composed config for ``train``, warm-up steps, steps per compiled call) for ``steps`` timed steps."""
     from gan_cli.config import resolve as config_mod
-    from gan_cli.training.loop import build_dataset
+    from gan_cli.data.build import build_dataset
 
     overrides = list(CASES[case][0]) + list(args.overrides)
     cfg0 = compose(overrides)
@@ -310,7 +310,7 @@ def gan_sparse_macs(resolved, data) -> int:
     0 when its step is XLA-compiled (``train.jit_compile`` resolved on): the fused layer then differentiates
     densely, as the reference does."""
     from gan_cli.models import get_builder
-    from gan_cli.training.loop import jit_compile_for
+    from gan_cli.training.build import jit_compile_for
 
     if jit_compile_for(resolved):
         return 0
@@ -338,8 +338,8 @@ def _timed_progress_bar(clock: list):
 
 
 def run_gan(cfg, warmup: int, spe: int) -> tuple[float, float]:
-    """Steady-state generator steps/s (wall, CPU) of ``gan_cli.training.loop.train(cfg)`` (its output is swallowed)."""
-    from gan_cli.training.loop import train
+    """Steady-state generator steps/s (wall, CPU) of ``gan_cli.job.train.train(cfg)`` (its output is swallowed)."""
+    from gan_cli.job.train import train
 
     clock: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as run_dir, _timed_progress_bar(clock), \
@@ -476,7 +476,7 @@ def matmul_flops(dtype=tf.float32, repeats: int = 5) -> float:
 # ---------------------------------------------------------------------------------- report
 def device_line() -> str:
     """The GPUs as ``gan train``'s start-up line names them, else the CPU model and the usable cores."""
-    from gan_cli.training.loop import device_line as gan_device_line
+    from gan_cli.training.build import device_line as gan_device_line
 
     if tf.config.list_physical_devices("GPU"):
         return gan_device_line()

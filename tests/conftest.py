@@ -73,7 +73,8 @@ def rows(run_dir: Path) -> list[dict]:
 def build(overrides, base):
     """A built (untrained) GAN, its resolved config and its dataset for ``[*base, *overrides]``."""
     from gan_cli.config import resolve as config_mod
-    from gan_cli.training.loop import build_dataset, build_gan
+    from gan_cli.data.build import build_dataset
+    from gan_cli.training.build import build_gan
 
     cfg = compose([*base, *overrides])
     config_mod.validate(cfg)

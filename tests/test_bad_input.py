@@ -86,7 +86,7 @@ def no_training(monkeypatch):
     def refuse():
         raise AssertionError("validation let a bad override through")
 
-    monkeypatch.setattr(cli, "_quiet_tensorflow", refuse)
+    monkeypatch.setattr("gan_cli.core.tf_import.quiet_tensorflow", refuse)
 
 
 def _one_error_line(err: str) -> str:
@@ -200,7 +200,7 @@ def test_full_disk_is_refused_before_starting(tmp_path, capsys, monkeypatch, no_
 def test_disk_full_while_checkpointing_leaves_no_partial_file(tmp_path, monkeypatch):
     """ENOSPC in the middle of a checkpoint write: a one-line UserError, no .tmp, no truncated ckpt."""
     import gan_cli.run.checkpoint as ckpt_mod
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
 
     real_write = ckpt_mod._write_file
 
@@ -230,7 +230,7 @@ def _truncated_h5(path: Path) -> None:
 
 @pytest.mark.parametrize("case", ["missing", "empty", "truncated", "wrong_layout", "no_images"])
 def test_bad_h5_data_file_is_a_one_line_user_error(tmp_path, case):
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
 
     path = tmp_path / "data.h5"
     if case == "empty":

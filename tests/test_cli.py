@@ -149,7 +149,7 @@ def test_evaluate_writes_null_for_non_finite_metrics(monkeypatch, capsys):
     class Gan:
         round = type("Round", (), {"numpy": lambda self: 20})()
 
-    monkeypatch.setattr("gan_cli.training.loop.load_for_inference", lambda run: (_cfg(), Data(), Gan()))
+    monkeypatch.setattr("gan_cli.run.load.load_for_inference", lambda run: (_cfg(), Data(), Gan()))
     monkeypatch.setattr("gan_cli.callbacks.monitor.evaluation_samples", lambda gan, cfg, n: (None, None))
     monkeypatch.setattr("gan_cli.run.checkpoint.latest_checkpoint", lambda run: "ckpt")
     assert cli.main(["evaluate", "run"]) == 0

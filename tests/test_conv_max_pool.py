@@ -163,7 +163,7 @@ def test_gradients_under_xla_match(first):
 def test_csm_critic_uses_the_fused_layer_unless_told_not_to(tmp_path):
     from gan_cli.core.errors import ConfigError
     from gan_cli.models import get_builder
-    from gan_cli.training.loop import build_dataset
+    from gan_cli.data.build import build_dataset
     from conftest import compose
 
     # 16 mics with stride 1: a 16 x 16 last feature map, large enough for the fused layer (SPARSE_MIN_POSITIONS)

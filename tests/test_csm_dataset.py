@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gan_cli.metrics import evaluator_for
 from gan_cli.data.csm import CsmDataset, channel_to_eig, eig_to_channel
 from gan_cli.data.csm_io import csm_to_csmtriu, read_csm_file
 from gan_cli.core.errors import ConfigError, DataError
@@ -117,7 +118,7 @@ def test_write_samples_h5_and_npy(tmp_path, cache):
 @pytest.mark.parametrize("rep", ["eigenvectors", "eigmode", "csm"])
 def test_evaluator_real_beats_noise(rep, cache):
     ds = CsmDataset(**dict(SMALL, representation=rep), eval_samples=32, eval_grid=11)
-    ev = ds.evaluator(64, seed=0)
+    ev = evaluator_for(ds, 64, seed=0)
     real = ev(ds.real_samples(64, seed=1)[0], None)
     rng = np.random.default_rng(0)
     noise = rng.standard_normal((64,) + ds.sample_shape).astype(np.float32)

@@ -13,17 +13,18 @@ from gan_cli.models.csm import CsmOutputTransform  # noqa: E402
 
 
 class FakeData:
-    """Just what the builder needs: sample_shape and output_transform()."""
+    """Just what the builder needs: sample_shape and the encoding that gan_cli.models.csm.csm_output_transform reads."""
 
-    name = "csm"
+    name = kind = "csm"
     num_classes = 0
+    canonical_phase = True
 
     def __init__(self, m=8, rep="eigenvectors", ref=7, orthonormal=False):
         self.sample_shape = (m, m, 3 if rep == "eigmode" else 2)
-        self.rep, self.ref, self.orthonormal = rep, ref, orthonormal
+        self.representation, self.reference_mic, self.orthonormal = rep, ref, orthonormal
 
-    def output_transform(self):
-        return CsmOutputTransform(representation=self.rep, reference_mic=self.ref, orthonormal=self.orthonormal)
+    def prepare(self):
+        pass
 
 
 CFG = {"generator": {"hidden": [32, 64], "norm": "layer", "activation": "leaky_relu"},

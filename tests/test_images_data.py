@@ -62,7 +62,7 @@ def _dataset_node(name: str):
 
 
 def test_yaml_configs_instantiate(tmp_path):
-    from gan_cli.training.loop import build_dataset as instantiate  # hydra instantiate + one-line errors
+    from gan_cli.data.build import build_dataset as instantiate  # hydra instantiate + one-line errors
 
     d = instantiate(_dataset_node("digits"))
     assert isinstance(d, DigitsDataset) and d.name == "digits"

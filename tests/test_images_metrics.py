@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from gan_cli.metrics import evaluator_for
 from gan_cli.metrics.feature_metrics import (class_histogram_metrics, classifier_score, density_coverage,
                                              frechet_distance, frechet_from_features, knn_radii,
                                              parzen_log_likelihood, parzen_select, precision_recall)
@@ -104,7 +105,7 @@ def digits_eval(tmp_path_factory):
         from gan_cli.data.images import DigitsDataset
 
         data = DigitsDataset()
-        evaluator = data.evaluator(1000, 0)
+        evaluator = evaluator_for(data, 1000, 0)
         yield data, evaluator
 
 
@@ -161,7 +162,7 @@ def test_classifier_is_cached(digits_eval, monkeypatch):
         raise AssertionError("classifier retrained despite the cache")
 
     monkeypatch.setattr(mi, "_train_classifier", no_training)
-    again = data.evaluator(300, 1)
+    again = evaluator_for(data, 300, 1)
     assert again.cache_path == path
     xh, yh = data.holdout()
     assert again(xh[:300], yh[:300])["label_accuracy"] > 0.9

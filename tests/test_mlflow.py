@@ -10,7 +10,7 @@ mlflow = pytest.importorskip("mlflow")
 
 
 def test_mlflow_logs_params_metrics_report_and_generator(tmp_path, monkeypatch):
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -10,13 +10,14 @@ import pytest
 
 from conftest import TINY, compose
 from gan_cli.core.errors import ConfigError
-from gan_cli.training.loop import train
+from gan_cli.job.train import train
 
 
 def _gan(pack: int, overrides=(), batch: int = 32):
     """A built (untrained) GAN on the ring data with ``model.pack=pack``."""
     from gan_cli.config import resolve as config_mod
-    from gan_cli.training.loop import build_dataset, build_gan
+    from gan_cli.data.build import build_dataset
+    from gan_cli.training.build import build_gan
 
     cfg = compose([*TINY, "model=mlp", f"model.pack={pack}", f"train.batch_size={batch}", *overrides])
     config_mod.validate(cfg)

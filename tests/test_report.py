@@ -1,6 +1,6 @@
 """Run reports (report.html + report/*.png), sweep reports and the TensorBoard callback.
 
-Runs are produced in this process with ``gan_cli.training.loop.train`` on tiny configs; the sweep's job
+Runs are produced in this process with ``gan_cli.job.train.train`` on tiny configs; the sweep's job
 folders are built by hand (two trained jobs, one FAILED, one still running) as Hydra would.
 """
 
@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from conftest import TINY, compose
+from gan_cli.metrics import evaluator_for
 from gan_cli.core.errors import UserError
 
 SMALL_CSM = ["loss=wgan", "dataset=csm", "model=csm_mlp", "dataset.array=minidsp_uma-16", "dataset.num_samples=64",
@@ -38,7 +39,7 @@ DATA_URI = re.compile(r'src="data:image/(png|gif);base64,([A-Za-z0-9+/=]+)"')
 
 
 def train_run(overrides: list[str], run_dir: Path) -> Path:
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
 
     train(compose(overrides), run_dir)
     return run_dir
@@ -100,14 +101,16 @@ def test_toy2d_snapshots_hold_the_discriminator_manifold_and_gradients(ring_run)
 
 
 def test_snapshot_extras_are_cheap(ring_run):
-    from gan_cli.training.loop import load_for_inference
+    from gan_cli.run.load import load_for_inference
+
+    from gan_cli.callbacks.snapshots import snapshot_extras
 
     _, data, gan = load_for_inference(ring_run)
     fake, _ = gan.sample(1000, seed=0)
-    data.snapshot_extras(gan, fake)           # warm-up
+    snapshot_extras(data, gan, fake)           # warm-up
     t0 = time.perf_counter()
     for _ in range(5):
-        data.snapshot_extras(gan, fake)
+        snapshot_extras(data, gan, fake)
     assert (time.perf_counter() - t0) / 5 < 0.1
 
 
@@ -222,7 +225,8 @@ def test_tensorboard_callback_writes_losses_metrics_and_images(tmp_path):
     from gan_cli.config import resolve as config_mod
     from gan_cli.callbacks.monitor import RunMonitor
     from gan_cli.report import TensorBoardCallback
-    from gan_cli.training.loop import build_dataset, build_gan
+    from gan_cli.data.build import build_dataset
+    from gan_cli.training.build import build_gan
 
     cfg = compose(TINY + ["dataset=ring", "train.steps_per_execution=5"])
     data = build_dataset(cfg.dataset)
@@ -230,7 +234,7 @@ def test_tensorboard_callback_writes_losses_metrics_and_images(tmp_path):
     gan = build_gan(cfg, data)
     run = tmp_path / "run"
     run.mkdir()
-    monitor = RunMonitor(gan, data, cfg, run, data.evaluator(200, 0), None)
+    monitor = RunMonitor(gan, data, cfg, run, evaluator_for(data, 200, 0), None)
     tb = TensorBoardCallback(run, data, monitor)
     gan.fit(data.tf_dataset(32, 0), epochs=2, steps_per_epoch=10, verbose=0, shuffle=False, callbacks=[monitor, tb])
     tb.close()

@@ -136,7 +136,7 @@ def test_reproduce_reports_identical_final_metrics(faults):
 
 
 def test_resuming_a_finished_run_changes_nothing(tmp_path):
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
 
     cfg = compose([*TINY, "train.deterministic=true"])
     first = train(cfg, tmp_path)
@@ -148,7 +148,7 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path):
 
 def test_resume_cleans_up_after_a_crash_mid_write(tmp_path):
     """A killed process can leave a checkpoint .tmp and a half-written metrics row: resume ignores both."""
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
 
     cfg = compose([*TINY, "train.deterministic=true"])
     train(compose([*TINY, "train.deterministic=true", "train.steps=10"]), tmp_path)
@@ -164,7 +164,7 @@ def test_resume_falls_back_from_a_corrupt_latest_checkpoint(tmp_path, capsys):
     """A truncated newest checkpoint: resume says so in one line, continues from the previous one and
     ends with the final metrics of the uninterrupted run."""
     from gan_cli.cli.main import main
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
 
     run = tmp_path / "run"
     reference = train(compose([*TINY, "train.deterministic=true", "train.keep_checkpoints=2"]), run)
@@ -226,7 +226,7 @@ def poison_at(monkeypatch):
 @pytest.mark.parametrize("which,step,needle", [(-1, 12, "non-finite d_loss=nan, g_loss=nan at step 13"),
                                                (0, 15, "non-finite weights in steps 11-15")])
 def test_nan_stop_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, poison_at, which, step, needle):
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
 
     poison_at(step, which=which)
     with pytest.raises(UserError) as info:
@@ -241,7 +241,7 @@ def test_nan_stop_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, po
 
 
 def test_nan_rollback_lowers_the_learning_rates_and_finishes(tmp_path, poison_at, capsys):
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
 
     poison_at(12)
     result = train(compose([*NAN_CFG, "optimizer=adam", "train.on_nan=rollback", "train.nan_lr_factor=0.25"]),
@@ -258,7 +258,7 @@ def test_nan_rollback_lowers_the_learning_rates_and_finishes(tmp_path, poison_at
 
 def test_nan_rollback_gives_up_after_max_rollbacks(tmp_path):
     """A real NaN (SGD with lr 1e30) that comes back after every rollback."""
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
 
     cfg = compose([*NAN_CFG, "optimizer=sgd", "optimizer.generator.lr=1e30", "optimizer.discriminator.lr=1e30",
                    "train.on_nan=rollback", "train.max_rollbacks=2"])

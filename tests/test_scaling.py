@@ -177,7 +177,7 @@ MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from hydra import compose, initialize_config_module
     from gan_cli.core.errors import ConfigError
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
     import h5py
 
     def checkpoint_arrays(path):

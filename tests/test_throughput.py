@@ -69,7 +69,7 @@ def test_fused_step_matches_straightforward_loop(case, loss):
 
     from gan_cli.training.gan import GAN
     from gan_cli.losses.adversarial import get_loss
-    from gan_cli.training.loop import build_dataset
+    from gan_cli.data.build import build_dataset
 
     T = _throughput()
     n_critic, batch, rounds = 5, 32, 4
@@ -204,7 +204,7 @@ def test_only_large_generators_make_round_fakes_in_one_call():
 def _train_rounds(cfg, data, rounds: int):
     import tensorflow as tf
 
-    from gan_cli.training.loop import build_gan
+    from gan_cli.training.build import build_gan
 
     gan = build_gan(cfg, data)
     ds = data.tf_dataset(int(cfg.train.batch_size), 0, batches_per_step=int(cfg.train.n_critic))
@@ -215,7 +215,8 @@ def _train_rounds(cfg, data, rounds: int):
 def _mixed_vs_float32(setting: str, rounds: int = 2):
     """(mixed-precision GAN, float32 GAN, initial GAN) after ``rounds`` rounds of SGD training from one seed."""
     from gan_cli.config import resolve as config_mod
-    from gan_cli.training.loop import build_dataset, build_gan
+    from gan_cli.data.build import build_dataset
+    from gan_cli.training.build import build_gan
 
     def resolved(mixed: str):
         cfg = compose([*TINY, "loss=nsgan", "optimizer=sgd", "optimizer.generator.lr=0.01",
@@ -270,7 +271,7 @@ def test_mixed_precision_true_is_float16_on_a_gpu_and_bfloat16_on_a_cpu():
     assert precision.compute_dtype(False, gpu=True) is None
     # the run folder's resolved config names the type this machine computes in (resume, reproduce keep it)
     from gan_cli.config import resolve as config_mod
-    from gan_cli.training.loop import build_dataset
+    from gan_cli.data.build import build_dataset
 
     cfg = compose([*TINY, "train.mixed_precision=true"])
     assert config_mod.resolve(cfg, build_dataset(cfg.dataset)).train.mixed_precision == precision.compute_dtype(True)
@@ -285,7 +286,7 @@ def test_mixed_precision_true_is_float16_on_a_gpu_and_bfloat16_on_a_cpu():
 
 
 def test_mixed_precision_float16_warns_on_cpu(capsys, tmp_path):
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
 
     train(compose([*TINY, "train.steps=2", "train.eval_every=2", "train.checkpoint_every=2",
                    "train.mixed_precision=float16"]), tmp_path)
@@ -294,7 +295,7 @@ def test_mixed_precision_float16_warns_on_cpu(capsys, tmp_path):
 
 
 def test_jit_compile_auto_means_xla_on_a_gpu_only():
-    from gan_cli.training.loop import resolve_jit_compile
+    from gan_cli.training.build import resolve_jit_compile
 
     assert resolve_jit_compile("auto", gpu=True, distributed=False, deterministic=False)
     assert not resolve_jit_compile("auto", gpu=False, distributed=False, deterministic=False)
@@ -311,7 +312,8 @@ def test_steps_per_execution_null_is_the_datas_recommendation(overrides, expecte
     """null (the default): 50 rounds per compiled call on 2D toy data (ring), whose rounds take milliseconds,
     10 on images and CSMs; a count given stays. Keras gets it, capped to a divisor of the evaluation block."""
     from gan_cli.config import resolve as config_mod
-    from gan_cli.training.loop import _steps_per_execution, build_dataset
+    from gan_cli.training.build import steps_per_execution as _steps_per_execution
+    from gan_cli.data.build import build_dataset
 
     cfg = compose(overrides)
     config_mod.validate(cfg)
@@ -327,7 +329,7 @@ def test_steps_per_execution_null_is_the_datas_recommendation(overrides, expecte
 def test_start_up_line_says_whether_xla_compiles_the_step(capsys, tmp_path, setting, said):
     """On this CPU-only machine auto leaves XLA off; true compiles the step with XLA, here with
     minibatch discrimination in D (its grouped comparison once had a cond XLA could not compile)."""
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
 
     train(compose([*TINY, "model=mlp", "model.discriminator.mbd_kernels=4", "train.steps=4",
                          "train.eval_every=4", "train.checkpoint_every=4", f"train.jit_compile={setting}"]), tmp_path)
@@ -337,7 +339,7 @@ def test_start_up_line_says_whether_xla_compiles_the_step(capsys, tmp_path, sett
 
 def test_deterministic_run_turns_xla_off_says_so_and_leaves_determinism_as_it_was(capsys, tmp_path):
     from gan_cli.core.tf_context import op_determinism
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
 
     assert not op_determinism()
     train(compose([*TINY, "train.steps=2", "train.eval_every=2", "train.checkpoint_every=2",
@@ -377,7 +379,7 @@ def test_fused_critic_macs_by_hand():
     """csm critic, 16 mics, filters [8, 16], 3 x 3 stride 1: x 16x16x2 -> 16x16x8 -> 16x16x16 -> pooled -> Dense 1."""
     T = _throughput()
     cfg = compose([*EQUIVALENCE_CASES["csm"]])
-    from gan_cli.training.loop import build_dataset
+    from gan_cli.data.build import build_dataset
 
     _, critic = _networks(cfg, build_dataset(cfg.dataset))
     first, last = 16 * 16 * (3 * 3 * 2 * 8), 16 * 16 * (3 * 3 * 8 * 16)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from gan_cli.metrics import evaluator_for
 from gan_cli.data.toy2d import Toy2D, grid_means, ring_means
 from gan_cli.metrics.toy2d import kl_js, mode_metrics
 
@@ -56,7 +57,7 @@ def test_kl_js_ganlab_definition():
 
 def test_evaluator_real_beats_collapsed():
     data = Toy2D("ring", num_samples=5000)
-    ev = data.evaluator(2500, seed=0)
+    ev = evaluator_for(data, 2500, seed=0)
     real = ev(data.sample(2500, np.random.default_rng(5)))
     collapsed = ev(np.tile(data.means[:1], (2500, 1)))
     assert real["modes"] == 8 and real["high_quality"] > 0.97

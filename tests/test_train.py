@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY, compose
-from gan_cli.training.loop import train
+from gan_cli.job.train import train
 
 
 @pytest.mark.parametrize("loss", ["gan", "nsgan", "mlgan", "lsgan", "wgan", "wgan_gp", "hinge"])

@@ -296,7 +296,7 @@ def test_critic_schedule_parsing_and_segments():
 
 
 def test_fit_calls_end_on_block_boundaries():
-    from gan_cli.training.loop import _fit_calls
+    from gan_cli.job.train import _fit_calls
 
     assert _fit_calls(0, 25, 10) == [(0, 10, 2), (20, 5, 1)]
     assert _fit_calls(25, 40, 10) == [(25, 5, 1), (30, 10, 1)]
@@ -311,7 +311,7 @@ def test_schedule_counts_discriminator_updates(tmp_path, capsys):
     overrides = ["loss=wgan", "model=mlp", "model.generator.hidden=[8]", "model.discriminator.hidden=[8]",
                  "train.steps=30", "train.eval_every=10", "train.checkpoint_every=10", "train.batch_size=8",
                  "metrics.num_samples=200", "train.n_critic={0:100,25:5}"]
-    from gan_cli.training.loop import train
+    from gan_cli.job.train import train
 
     capsys.readouterr()
     train(compose([*TINY, *overrides]), tmp_path)
@@ -387,7 +387,7 @@ def test_all_techniques_on_digits(tmp_path):
 def test_critic_schedule_on_digits(tmp_path):
     # the schedule on digits with a small MLP (two traced steps stay cheap): 2 D updates per round in
     # rounds 0-4, then 1, so D's optimizer has made 5 * 2 + 5 * 1 updates after 10 rounds
-    from gan_cli.training.loop import load_for_inference
+    from gan_cli.run.load import load_for_inference
 
     run = tmp_path / "run"
     small = ["model=mlp", "model.generator.hidden=[32]", "model.discriminator.hidden=[32]"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from gan_cli.callbacks.snapshots import snapshot_extras
 from gan_cli.run.checkpoint import save_checkpoint
 
 
@@ -152,8 +153,7 @@ class RunMonitor(keras.callbacks.Callback):
         extras = {"fake": fake[:keep]}
         if labels is not None:
             extras["labels"] = np.asarray(labels[:keep])
-        if hasattr(self.data, "snapshot_extras"):
-            extras.update(self.data.snapshot_extras(self.gan, fake[:keep]))
+        extras.update(snapshot_extras(self.data, self.gan, fake[:keep]))
         np.savez_compressed(self.run_dir / "samples" / f"step_{step:08d}.npz", **extras)
         if hasattr(self.data, "write_snapshot_image"):  # image data: samples/step_XXXXXXXX.png grid
             self.data.write_snapshot_image(fake, labels, self.run_dir / "samples" / f"step_{step:08d}")

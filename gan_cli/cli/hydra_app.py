@@ -57,10 +57,10 @@ def app(cfg: DictConfig):
 
             result = train_in_fresh_process(cfg, run_dir)
         else:
-            from gan_cli.cli.main import _quiet_tensorflow
+            from gan_cli.core.tf_import import quiet_tensorflow
 
-            _quiet_tensorflow()  # no-op when the command line already imported it
-            from gan_cli.training.loop import train
+            quiet_tensorflow()  # no-op when the command line already imported it
+            from gan_cli.job.train import train
 
             result = train(cfg, run_dir)
         objective = cfg.get("metrics", {}).get("objective")

@@ -57,7 +57,7 @@ def check_config(cfg: DictConfig, where: str = "") -> None:
     """``gan_cli.config.resolve.validate`` on a composed job config, with keys a ``~key`` deletion removed taken
     from the packaged defaults; ``where`` prefixes the message (which sweep job)."""
     from gan_cli.config.resolve import validate
-    from gan_cli.training.loop import _with_train_defaults
+    from gan_cli.config.resolve import with_train_defaults as _with_train_defaults
 
     try:
         validate(_with_train_defaults(cfg))

@@ -58,10 +58,10 @@ def train_in_fresh_process(cfg: DictConfig, run_dir: Path) -> dict:
 
 def main(argv: list[str]) -> int:
     cfg_path, run_dir, result_path = argv
-    from gan_cli.cli.main import _quiet_tensorflow
+    from gan_cli.core.tf_import import quiet_tensorflow
 
-    _quiet_tensorflow()
-    from gan_cli.training.loop import train
+    quiet_tensorflow()
+    from gan_cli.job.train import train
 
     cfg = OmegaConf.load(cfg_path)
     try:

@@ -11,7 +11,9 @@ import os
 import sys
 from pathlib import Path
 
+from gan_cli.core import tf_import
 from gan_cli.core.errors import UserError
+from gan_cli.metrics import evaluator_for
 
 # acoular's numba kernels and numpy's many small (64 x 64) linear-algebra calls run best with a
 # single-threaded OpenBLAS; it must be set before anything (config checks included) imports numpy.
@@ -24,45 +26,6 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 def _fail(message: str, code: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
-
-
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow with its C++ start-up chatter (CUDA probing on CPU machines) silenced.
-
-    The chatter is written by absl to file descriptor 2 before any Python logging is set up,
-    so fd 2 is pointed at a temporary file during the import and replayed only if it fails.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" in sys.modules:
-        return
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    # Keras imports scikit-learn and matplotlib.pyplot when it loads, only for its optional sklearn
-    # wrappers and image-gallery plot, which gan-cli never calls (both imports sit in try/except
-    # ImportError). Hiding them for the import saves ~2.5 s of start-up on a 2-core machine; they
-    # load normally when gan-cli itself needs them (digits data, plots).
-    deferred = [name for name in ("sklearn", "matplotlib.pyplot") if name not in sys.modules]
-    for name in deferred:
-        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices("GPU")  # the CUDA probe also logs on first use
-        except BaseException:
-            os.dup2(saved, 2)
-            tmp.seek(0)
-            sys.stderr.write(tmp.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            for name in deferred:
-                if sys.modules.get(name, 0) is None:
-                    del sys.modules[name]
-            os.close(saved)
 
 
 def cmd_train(argv: list[str]) -> int:
@@ -116,10 +79,10 @@ def _shell_completion(argv: list[str]) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
+    tf_import.quiet_tensorflow()
     import numpy as np
 
-    from gan_cli.training.loop import load_for_inference
+    from gan_cli.run.load import load_for_inference
 
     out = Path(args.output)
     if out.exists() and not args.force:
@@ -177,15 +140,15 @@ def _frequency_label(data, frequency: float) -> int | None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.num_samples is not None and args.num_samples < 2:
         return _fail(f"--num-samples must be >= 2, got {args.num_samples}")
-    _quiet_tensorflow()
+    tf_import.quiet_tensorflow()
     from gan_cli.callbacks.monitor import evaluation_samples
     from gan_cli.run.checkpoint import latest_checkpoint
-    from gan_cli.training.loop import load_for_inference
+    from gan_cli.run.load import load_for_inference
 
     cfg, data, gan = load_for_inference(Path(args.run))
     n = args.num_samples if args.num_samples is not None else int(cfg.metrics.num_samples)
     fake, labels = evaluation_samples(gan, cfg, n)
-    metrics = data.evaluator(n, int(cfg.train.seed))(fake, labels)
+    metrics = evaluator_for(data, n, int(cfg.train.seed))(fake, labels)
     from gan_cli.callbacks.monitor import _clean
 
     result = {"checkpoint": str(latest_checkpoint(Path(args.run))), "step": int(gan.round.numpy()),
@@ -204,8 +167,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return _fail(f"{run} is a file; gan resume takes the run folder (the one holding checkpoints/)")
     ckpt = latest_checkpoint(run, warn=False)  # checked before the slow TensorFlow import; train() warns
     cfg = read_config(ckpt)
-    _quiet_tensorflow()
-    from gan_cli.training.loop import train
+    tf_import.quiet_tensorflow()
+    from gan_cli.job.train import train
 
     train(cfg, run, resume=True)
     (run / "DONE").write_text("ok\n")
@@ -271,7 +234,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """The run's generator as a .keras file (model space) or a SavedModel (data units) loadable without gan-cli."""
-    _quiet_tensorflow()
+    tf_import.quiet_tensorflow()
     from gan_cli.run.export import export_run
 
     path = export_run(Path(args.run), Path(args.output), args.format, args.force)
@@ -281,7 +244,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """RUN/report.html (self-contained) + RUN/report/*.png."""
-    _quiet_tensorflow()  # per-class image grids load the checkpoint
+    tf_import.quiet_tensorflow()  # per-class image grids load the checkpoint
     from gan_cli.report import write_report
 
     path = write_report(Path(args.run))

@@ -18,6 +18,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gan_cli.config.optimizer import validate_optimizer
+from gan_cli.config.techniques import check_model_techniques, check_training_techniques
 from gan_cli.core.errors import ConfigError
 
 LOSS_NAMES = ("gan", "nsgan", "mlgan", "lsgan", "wgan", "wgan_gp", "hinge", "gngan")
@@ -54,6 +56,8 @@ MAX_INT = 2**31 - 1
 LATENT_SCHEMA = {"dim": (int, 1, True), "distribution": (str, None, False)}
 METRICS_SCHEMA = {"num_samples": (int, 2, False), "parzen": (bool, None, False), "objective": (str, None, True)}
 LOGGERS = ("mlflow",)
+PRECISION_SETTINGS = (False, True, "float16", "bfloat16")  # train.mixed_precision
+STRATEGIES = ("none", "mirrored", "multiworker")  # train.strategy (gan_cli.training.distribute)
 
 
 def conf_dir() -> Path:
@@ -117,8 +121,6 @@ def _number(where: str, value: Any, low: float, high: float | None = None, low_o
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) for any invalid key, type, range or combination."""
-    from gan_cli.training.optimizers import validate_optimizer
-
     for section in ("model", "optimizer"):  # chosen by the dataset / loss config's defaults list
         if not isinstance(cfg.get(section), DictConfig):
             raise ConfigError(f"no {section} is selected (a dataset config of your own must name one in its "
@@ -134,12 +136,11 @@ def validate(cfg: DictConfig) -> None:
                           "or remove train.logger")
     if not (isinstance(cfg.train.jit_compile, bool) or cfg.train.jit_compile == "auto"):
         raise ConfigError(f"train.jit_compile must be true, false or auto, got {cfg.train.jit_compile!r}")
-    from gan_cli.training.precision import check_setting
-
-    check_setting(cfg.train.mixed_precision)
-    from gan_cli.training.distribute import check_name
-
-    check_name(cfg.train.strategy)
+    value = cfg.train.mixed_precision
+    if not any(value is s if isinstance(s, bool) else value == s for s in PRECISION_SETTINGS):
+        raise ConfigError(f"train.mixed_precision must be false, true, float16 or bfloat16, got {value!r}")
+    if cfg.train.strategy not in STRATEGIES:
+        raise ConfigError(f"train.strategy '{cfg.train.strategy}' unknown; valid: {', '.join(STRATEGIES)}")
     if cfg.latent.distribution not in ("gaussian", "uniform"):
         raise ConfigError(f"latent.distribution '{cfg.latent.distribution}' unknown; valid: gaussian, uniform")
 
@@ -166,11 +167,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model '{cfg.model.get('name')}' has no generator section")
     _check_dataset_keys(cfg.dataset)
     _check_pack(cfg)
-    from gan_cli.config.techniques import check_model_techniques
-
     check_model_techniques(cfg)  # minibatch discrimination, virtual batch norm, GN-GAN
-    from gan_cli.training.techniques import check as check_training_techniques
-
     check_training_techniques(cfg)  # feature matching, R1, unrolling, generator EMA, n_critic schedule, spectral norm
 
 
@@ -257,16 +254,26 @@ def resolve(cfg: DictConfig, data) -> DictConfig:
             if opt.get("momentum_epochs") is not None and opt.get("momentum_steps") is None:
                 n_train = int(data.arrays()[0].shape[0])
                 opt.momentum_steps = max(1, round(float(opt.momentum_epochs) * n_train / int(cfg.train.batch_size)))
-        if cfg.train.get("mixed_precision") is True:  # the type this machine computes in, kept in the run folder
-            from gan_cli.training.precision import compute_dtype  # so that resume and reproduce use it on any machine
-
-            cfg.train.mixed_precision = compute_dtype(True)
-    from gan_cli.training.optimizers import validate_optimizer
-
     for net in ("generator", "discriminator"):
         validate_optimizer(net, cfg.optimizer[net])
     apply_metric_options(cfg, data)
     if cfg.model.get("conditional", False) and data.num_classes < 2:
         raise ConfigError(f"model.conditional=true needs a labelled dataset; '{data.name}' has no labels")
     _check_pack(cfg)  # batch_size is known now
+    return cfg
+
+
+def with_train_defaults(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with train/metrics keys added since it was written (e.g. a checkpoint's config from an older
+    version given to ``gan resume``) filled from the packaged conf/config.yaml."""
+    missing = [(section, k) for section, schema in (("train", TRAIN_SCHEMA), ("metrics", METRICS_SCHEMA))
+               if section in cfg for k in schema if k not in cfg[section]]
+    if not missing:
+        return cfg
+    defaults = OmegaConf.load(conf_dir() / "config.yaml")
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(cfg):
+        for section, key in missing:
+            if key in defaults[section]:
+                cfg[section][key] = defaults[section][key]
     return cfg

@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from gan_cli.config.schedule import critic_schedule
 from gan_cli.core.errors import ConfigError
 
 # models whose builders know minibatch discrimination and virtual batch norm
@@ -58,8 +59,6 @@ def _check_model(model: DictConfig) -> None:
 
 
 def _check_gngan(cfg: DictConfig) -> None:
-    from gan_cli.training.techniques import LOSS_KEYS  # feature matching and R1 compose with GN-GAN
-
     loss = cfg.loss
     for key in loss:
         if key not in GNGAN_KEYS and key not in GNGAN_OTHER_KEYS and key not in LOSS_KEYS:
@@ -85,3 +84,45 @@ def check_model_techniques(cfg: DictConfig) -> None:
     _check_model(cfg.model)
     if cfg.loss.get("name") == "gngan":
         _check_gngan(cfg)
+
+
+# loss.* keys that configure the training step, not the loss family's functions
+LOSS_KEYS = ("feature_matching", "feature_matching_only", "r1_weight")
+# models whose discriminator has a spectral_norm switch
+SPECTRAL_NORM_MODELS = ("mlp", "dcgan", "csm_mlp")
+
+
+def _weight(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{where} must be a number >= 0 (0 = off), got {value!r}")
+    return float(value)
+
+
+def check_training_techniques(cfg: DictConfig) -> None:
+    """One-line ConfigError for a bad technique option (called by ``validate`` in gan_cli.config.resolve)."""
+    loss, train = cfg.loss, cfg.train
+    fm = _weight("loss.feature_matching", loss.get("feature_matching", 0.0))
+    _weight("loss.r1_weight", loss.get("r1_weight", 0.0))
+    only = loss.get("feature_matching_only", False)
+    if not isinstance(only, bool):
+        raise ConfigError(f"loss.feature_matching_only must be true or false, got {only!r}")
+    if only and fm == 0:
+        raise ConfigError("loss.feature_matching_only=true needs a feature-matching weight; "
+                          "set loss.feature_matching > 0 (e.g. 1.0)")
+    if train.get("n_critic") is not None:
+        critic_schedule(train.n_critic)
+    decay = train.get("g_ema", 0.0)
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 <= decay < 1.0:
+        raise ConfigError(f"train.g_ema must be a decay in [0, 1) (0 = off, e.g. 0.999), got {decay!r}")
+    if loss.get("name") == "gngan" and train.get("unroll_steps", 0):
+        raise ConfigError("train.unroll_steps does not apply to loss=gngan (its generator step is gradient "
+                          "matching); set train.unroll_steps=0")
+    disc = cfg.model.get("discriminator")
+    spectral = disc.get("spectral_norm", False) if hasattr(disc, "get") else False
+    if not isinstance(spectral, bool):
+        raise ConfigError(f"model.discriminator.spectral_norm must be true or false, got {spectral!r}")
+    if spectral and (cfg.model.get("name") not in SPECTRAL_NORM_MODELS or disc.get("activation") == "maxout"):
+        models = ", ".join(SPECTRAL_NORM_MODELS)
+        raise ConfigError(f"model.discriminator.spectral_norm=true is supported by model={models} and does not "
+                          "support activation maxout (its pieces are not one Dense kernel); change the model or "
+                          "remove it")

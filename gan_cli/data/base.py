@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -93,17 +93,9 @@ class GanDataset(abc.ABC):
         idx = rng.choice(x.shape[0], size=n, replace=x.shape[0] < n)
         return x[idx], (None if y is None else y[idx])
 
-    @abc.abstractmethod
-    def evaluator(self, num_samples: int, seed: int) -> Evaluator:
-        """A function scoring ``num_samples`` generated samples against real data."""
-
     def to_user_space(self, x: np.ndarray) -> np.ndarray:
         """Model-space samples -> the form a user expects (default: unchanged)."""
         return x
-
-    def output_transform(self) -> Any:
-        """An optional Keras layer applied to the generator's raw output (e.g. eigenvector normalisation)."""
-        return None
 
     def write_samples(self, x: np.ndarray, labels: np.ndarray | None, path: Path) -> None:
         """Write generated samples (model space) to ``path``; ``.npy`` writes ``to_user_space(x)``."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from gan_cli.data.base import Evaluator, GanDataset, data_cache_dir
+from gan_cli.data.base import GanDataset, data_cache_dir
 from gan_cli.core.errors import ConfigError, DataError, UserError
 
 REPRESENTATIONS = ("eigenvectors", "eigmode", "csm")
@@ -507,15 +507,6 @@ class CsmDataset(GanDataset):
                 if produced == 0:
                     raise DataError(f"{self.file}: no sample has a positive reference-mic autopower; fix the data or set dataset.reference_mic")
 
-    def output_transform(self) -> Any:
-        """Keras layer for the generator's raw ``(B, *sample_shape)`` output (see CsmOutputTransform)."""
-        from gan_cli.models.csm import CsmOutputTransform
-
-        self._load()
-        return CsmOutputTransform(representation=self.representation, reference_mic=int(self.reference_mic),
-                                  orthonormal=self.orthonormal, canonical_phase=self.canonical_phase,
-                                  name="csm_output_transform")
-
     def to_user_space(self, x: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """Model space -> complex CSMs ``(n, M, M)`` complex64 on the training scale (the real CSMs
         divided by their reference-mic autopower, so ``C[ref, ref]`` is about 1).
@@ -526,9 +517,9 @@ class CsmDataset(GanDataset):
         exactly); ``csm``: ``C = x[..., 0] + i x[..., 1]``.
         """
         self._load()
-        return self._decode(np.asarray(x, np.float64), labels).astype(np.complex64)
+        return self.decode(np.asarray(x, np.float64), labels).astype(np.complex64)
 
-    def _decode(self, x: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    def decode(self, x: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         if self.representation == "csm":
             return x[..., 0] + 1j * x[..., 1]
         v = x[..., 0] + 1j * x[..., 1]
@@ -594,79 +585,7 @@ class CsmDataset(GanDataset):
         write_csm_h5(path, csm, reference_mic=ref, mic_positions=self.mic_positions, attrs=attrs, force=True,
                      eig=(w, v), frequencies=freqs)
 
-    def evaluator(self, num_samples: int, seed: int) -> Evaluator:
-        """Scores generated model-space samples against real ones (gan_cli.metrics.csm).
-
-        ``n = min(num_samples, dataset.eval_samples)`` samples per side; a second, disjoint real set
-        of the same size gives the ``*_floor`` values (both halves of the data when it has fewer
-        than ``2 n`` samples). The beamformer and the real side's statistics are computed at the
-        first call, so that training's first step does not wait for them.
-
-        Several frequency lines (``num_classes > 0``): the samples are split by their labels and
-        scored per line against that line's real samples, at its frequency; every metric is
-        reported per line as ``NAME@<Hz>Hz`` (e.g. ``spectrum_db@1071.875Hz``) and as the mean over
-        the lines under its usual name."""
-        self._load()
-        if self.num_classes:
-            return self._per_line_evaluator(num_samples, seed)
-        return self._line_evaluator(num_samples, seed)
-
-    def _per_line_evaluator(self, num_samples: int, seed: int) -> Evaluator:
-        from gan_cli.data.csm_io import fmt_hz
-
-        lines = range(self.num_classes)
-        per_line = [self._line_evaluator(max(2, int(num_samples) // len(lines)), seed, k) for k in lines]
-
-        def evaluate(x: np.ndarray, labels: np.ndarray | None = None) -> dict:
-            if labels is None:
-                raise DataError("a multi-line CSM model is scored per frequency line and needs the samples' labels")
-            labels = np.asarray(labels)
-            out: dict[str, float] = {}
-            scores = []
-            for k in lines:
-                rows = labels == k
-                if rows.sum() < 2:   # too few samples of this line to score it
-                    continue
-                m = per_line[k](np.asarray(x)[rows], labels[rows])
-                scores.append(m)
-                out.update({f"{name}@{fmt_hz(self.line_frequencies[k])}Hz": v for name, v in m.items()})
-            names = [name for name in scores[0]] if scores else []
-            return {**{name: float(np.mean([m[name] for m in scores if name in m])) for name in names}, **out}
-
-        return evaluate
-
-    def _line_evaluator(self, num_samples: int, seed: int, label: int | None = None) -> Evaluator:
-        """The evaluator of one line: all samples (``label`` None) or the real samples of ``label``."""
-        pool = self.num_samples if label is None else int((self._labels == label).sum())
-        frequency = self.frequency if label is None else self.line_frequencies[label]
-        n = max(2, min(int(num_samples), self.eval_samples, max(pool // 2, 2)))
-        real_x, _ = self.real_samples(2 * n, seed) if self.streaming else self._disjoint_rows(2 * n, seed, label)
-        real_csm = self._decode(real_x.astype(np.float64), None if label is None else np.full(len(real_x), label))
-        real_csm, floor_csm = real_csm[:n], real_csm[n:2 * n]
-        cache: dict[str, Any] = {}
-        beamformer: list = []  # built at the first call
-        max_src = self.params.max_sources
-        beamform = self.mic_positions is not None and frequency
-
-        def evaluate(x: np.ndarray, labels: np.ndarray | None = None) -> dict:
-            from gan_cli.metrics.csm import MapBeamformer, csm_metrics
-
-            if beamform and not beamformer:
-                ap = self.aperture
-                beamformer.append(MapBeamformer(self.mic_positions, frequency, self.reference_mic,
-                                                extent=0.5 * ap, z=0.5 * ap, c=self.c, grid_points=self.eval_grid))
-            bf = beamformer[0] if beamformer else None
-            x = np.asarray(x[:n], np.float64)
-            k = len(x)   # a line may get fewer generated samples than real ones: score as many of each
-            gen_csm = self._decode(x, None if label is None else np.full(k, label))
-            vec = None if self.representation == "csm" else x[..., 0] + 1j * x[..., 1]
-            return csm_metrics(gen_csm, real_csm[:k], max_sources=max_src, gen_vectors=vec, beamformer=bf,
-                               aperture=self.aperture, floor_csm=floor_csm[:k], real_cache=cache if k == n else {},
-                               seed=seed)
-
-        return evaluate
-
-    def _disjoint_rows(self, n: int, seed: int, label: int | None = None) -> tuple[np.ndarray, None]:
+    def disjoint_rows(self, n: int, seed: int, label: int | None = None) -> tuple[np.ndarray, None]:
         """``min(n, N)`` distinct real samples (model space; of line ``label`` when given) in a random
         order keyed on ``seed``."""
         rows = np.random.default_rng([seed, 0x6576]).permutation(self.num_samples)

@@ -19,9 +19,7 @@ SIM_KEYS = ("array", "aperture", "helmholtz", "frequency", "c", "mode", "snapsho
 
 def dataset_yaml() -> Path:
     """The packaged ``conf/dataset/csm.yaml`` (source tree or installed ``gan_cli.conf``)."""
-    import gan_cli
-
-    cand = Path(gan_cli.__file__).resolve().parent.parent / "conf" / "dataset" / "csm.yaml"
+    cand = Path(__file__).resolve().parents[2] / "conf" / "dataset" / "csm.yaml"
     if cand.is_file():
         return cand
     try:

@@ -362,7 +362,7 @@ def verify_csm_file(path: str | os.PathLike, checksums: bool = True) -> None:
                 if bad:
                     raise DataError(f"{path}: dataset '{bad[0]}' fails its checksum; the file is corrupt, {fix}")
         if "mic_positions" in f:
-            from gan_cli.data.csm_sim import validate_geometry
+            from gan_cli.data.csm_geometry import validate_geometry
 
             name = "csm" if "csm" in f else "csmtriu"
             m = int(f[name].shape[-1]) if name in f else None

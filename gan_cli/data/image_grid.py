@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from gan_cli.core.errors import UserError
-
-if TYPE_CHECKING:
-    from gan_cli.data.images import ImageDataset
 
 
 def image_grid(x: np.ndarray, cols: int | None = None, pad: int = 1) -> np.ndarray:
@@ -87,8 +83,8 @@ def write_png_grid(x: np.ndarray, path: Path, labels: np.ndarray | None = None,
     fig.savefig(path, dpi=dpi)
 
 
-def write_image_samples(data: "ImageDataset", x: np.ndarray, labels: np.ndarray | None, path: Path) -> None:
-    """``.png`` -> grid; ``.npy`` -> ``data.to_user_space(x)`` (original pixel range, (N,H,W) for 1 channel)."""
+def write_image_samples(data, x: np.ndarray, labels: np.ndarray | None, path: Path) -> None:
+    """``.png`` -> grid; ``.npy`` -> ``data.to_user_space(x)`` (``data``: an ImageDataset) (original pixel range, (N,H,W) for 1 channel)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(data.sample_shape):
         raise ValueError(f"expected images of shape (N, {', '.join(map(str, data.sample_shape))}), got {x.shape}")

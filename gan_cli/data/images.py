@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from gan_cli.data.base import Evaluator, GanDataset
+from gan_cli.data.base import GanDataset
 from gan_cli.data.image_files import (as_nhwc, check_labels, read_h5, read_image_folder,
                                       read_mnist_path, resize_images)
 from gan_cli.core.errors import ConfigError, DataError
@@ -117,12 +117,6 @@ class ImageDataset(GanDataset):
     def holdout(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Held-out split (model space), never used for training the GAN."""
         return self._xh, self._yh
-
-    def evaluator(self, num_samples: int, seed: int) -> Evaluator:
-        """Classifier-feature metrics against ``num_samples`` real training images (see gan_cli.metrics.images)."""
-        from gan_cli.metrics.images import ImageEvaluator
-
-        return ImageEvaluator(self, num_samples=num_samples, seed=seed)
 
     def write_samples(self, x: np.ndarray, labels: np.ndarray | None, path: Path) -> None:
         """``.png``: an image grid (labels as titles when given); ``.npy``: ``to_user_space(x)``."""

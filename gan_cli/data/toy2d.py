@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gan_cli.data.base import Evaluator, GanDataset
+from gan_cli.data.base import GanDataset
 from gan_cli.core.errors import ConfigError
 
 
@@ -119,56 +119,3 @@ class Toy2D(GanDataset):
                 self._bounds = (float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]),
                                 float(hi[1] + pad[1]))
         return self._bounds
-
-    # ---- per-snapshot extras for the report (GAN Lab's views) -------------------------
-    SNAPSHOT_GRID = 60      # cells per axis of the discriminator heat map
-    MANIFOLD_GRID = 21      # noise-space grid points per axis pushed through G
-
-    def snapshot_extras(self, gan, fake: np.ndarray) -> dict[str, np.ndarray]:
-        """What the report draws at every evaluation (saved in ``samples/step_XXXXXXXX.npz``).
-
-        * ``d_logits`` ``(60, 60)`` float32: the discriminator's raw output (logits) on a grid over
-          ``bounds()``; row ``i`` is y = ``d_grid_y[i]``, column ``j`` is x = ``d_grid_x[j]``.
-        * ``d_grid_x``, ``d_grid_y`` ``(60,)``: the grid's coordinates.
-        * ``manifold`` ``(21, 21, 2)``: G applied to a 21 x 21 grid over noise dimensions 0 and 1
-          (+-2 for Gaussian noise, +-1 for uniform), the other noise dimensions 0 (a 2D slice).
-        * ``fake_grad`` ``(n, 2)``: the gradient of the generator loss with respect to each fake
-          sample (``fake``); a generator step moves the samples along ``-fake_grad``.
-
-        Unconditional models only (toy2d has no labels); a few milliseconds per call.
-        """
-        import tensorflow as tf
-
-        if getattr(gan, "conditional", False):
-            return {}
-        xmin, xmax, ymin, ymax = self.bounds()
-        k = self.SNAPSHOT_GRID
-        gx = np.linspace(xmin, xmax, k, dtype=np.float32)
-        gy = np.linspace(ymin, ymax, k, dtype=np.float32)
-        xx, yy = np.meshgrid(gx, gy)                      # (k, k): row = y, column = x
-        grid = np.stack([xx.ravel(), yy.ravel()], axis=1)
-        logits = np.asarray(gan.critic(tf.constant(grid), training=False), np.float32).reshape(k, k)
-
-        m = self.MANIFOLD_GRID
-        span = 1.0 if gan.latent_distribution == "uniform" else 2.0
-        u = np.linspace(-span, span, m, dtype=np.float32)
-        uu, vv = np.meshgrid(u, u)
-        z = np.zeros((m * m, int(gan.latent_dim)), np.float32)
-        z[:, 0] = uu.ravel()
-        if gan.latent_dim > 1:
-            z[:, 1] = vv.ravel()
-        manifold = np.asarray(gan.generate(tf.constant(z), training=False), np.float32).reshape(m, m, 2)
-
-        x = tf.constant(np.asarray(fake, np.float32).reshape(-1, 2))
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = gan.loss_pair.generator(gan.critic(x, training=False), **gan.loss_params)
-        grad = tape.gradient(loss, x)
-        grad = np.zeros_like(x.numpy()) if grad is None else np.asarray(grad, np.float32)
-        return {"d_logits": logits, "d_grid_x": gx, "d_grid_y": gy, "manifold": manifold, "fake_grad": grad}
-
-    def evaluator(self, num_samples: int, seed: int) -> Evaluator:
-        from gan_cli.metrics.toy2d import Toy2DEvaluator
-
-        reference = self.sample(num_samples, np.random.default_rng(seed + 1))
-        return Toy2DEvaluator(reference, self.bounds(), self.kl_grid, self.means, self.std)

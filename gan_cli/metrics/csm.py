@@ -29,6 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from gan_cli.core.errors import DataError
+from gan_cli.data.base import Evaluator
+from gan_cli.data.csm_io import fmt_hz
+
 from gan_cli.data.csm_beam import beamform, map_grid, steering
 
 DB_FLOOR = -120.0
@@ -224,3 +228,72 @@ def csm_metrics(gen_csm: np.ndarray, real_csm: np.ndarray, *, max_sources: int,
         out["orthonormality_error"] = orthonormality_error(np.nan_to_num(gen_vectors))
     out.update(cache.get("floor", {}))
     return out
+
+
+def csm_evaluator(data, num_samples: int, seed: int) -> Evaluator:
+    """Scores generated model-space samples against real ones (gan_cli.metrics.csm).
+
+    ``n = min(num_samples, dataset.eval_samples)`` samples per side; a second, disjoint real set
+    of the same size gives the ``*_floor`` values (both halves of the data when it has fewer
+    than ``2 n`` samples). The beamformer and the real side's statistics are computed at the
+    first call, so that training's first step does not wait for them.
+
+    Several frequency lines (``num_classes > 0``): the samples are split by their labels and
+    scored per line against that line's real samples, at its frequency; every metric is
+    reported per line as ``NAME@<Hz>Hz`` (e.g. ``spectrum_db@1071.875Hz``) and as the mean over
+    the lines under its usual name."""
+    data.prepare()
+    if data.num_classes:
+        return _per_line_evaluator(data, num_samples, seed)
+    return _line_evaluator(data, num_samples, seed)
+
+def _per_line_evaluator(data, num_samples: int, seed: int) -> Evaluator:
+    lines = range(data.num_classes)
+    per_line = [_line_evaluator(data, max(2, int(num_samples) // len(lines)), seed, k) for k in lines]
+
+    def evaluate(x: np.ndarray, labels: np.ndarray | None = None) -> dict:
+        if labels is None:
+            raise DataError("a multi-line CSM model is scored per frequency line and needs the samples' labels")
+        labels = np.asarray(labels)
+        out: dict[str, float] = {}
+        scores = []
+        for k in lines:
+            rows = labels == k
+            if rows.sum() < 2:   # too few samples of this line to score it
+                continue
+            m = per_line[k](np.asarray(x)[rows], labels[rows])
+            scores.append(m)
+            out.update({f"{name}@{fmt_hz(data.line_frequencies[k])}Hz": v for name, v in m.items()})
+        names = [name for name in scores[0]] if scores else []
+        return {**{name: float(np.mean([m[name] for m in scores if name in m])) for name in names}, **out}
+
+    return evaluate
+
+def _line_evaluator(data, num_samples: int, seed: int, label: int | None = None) -> Evaluator:
+    """The evaluator of one line: all samples (``label`` None) or the real samples of ``label``."""
+    pool = data.num_samples if label is None else int((data.arrays()[1] == label).sum())
+    frequency = data.frequency if label is None else data.line_frequencies[label]
+    n = max(2, min(int(num_samples), data.eval_samples, max(pool // 2, 2)))
+    real_x, _ = data.real_samples(2 * n, seed) if data.streaming else data.disjoint_rows(2 * n, seed, label)
+    real_csm = data.decode(real_x.astype(np.float64), None if label is None else np.full(len(real_x), label))
+    real_csm, floor_csm = real_csm[:n], real_csm[n:2 * n]
+    cache: dict[str, Any] = {}
+    beamformer: list = []  # built at the first call
+    max_src = data.params.max_sources
+    beamform = data.mic_positions is not None and frequency
+
+    def evaluate(x: np.ndarray, labels: np.ndarray | None = None) -> dict:
+        if beamform and not beamformer:
+            ap = data.aperture
+            beamformer.append(MapBeamformer(data.mic_positions, frequency, data.reference_mic,
+                                            extent=0.5 * ap, z=0.5 * ap, c=data.c, grid_points=data.eval_grid))
+        bf = beamformer[0] if beamformer else None
+        x = np.asarray(x[:n], np.float64)
+        k = len(x)   # a line may get fewer generated samples than real ones: score as many of each
+        gen_csm = data.decode(x, None if label is None else np.full(k, label))
+        vec = None if data.representation == "csm" else x[..., 0] + 1j * x[..., 1]
+        return csm_metrics(gen_csm, real_csm[:k], max_sources=max_src, gen_vectors=vec, beamformer=bf,
+                           aperture=data.aperture, floor_csm=floor_csm[:k], real_cache=cache if k == n else {},
+                           seed=seed)
+
+    return evaluate

@@ -63,3 +63,9 @@ class Toy2DEvaluator:
             out.update(mode_metrics(samples, self.means, self.std))
         out["kl"], out["js"] = kl_js(self.real_hist, grid_histogram(samples, self.bounds, self.cells))
         return out
+
+
+def toy2d_evaluator(data, num_samples: int, seed: int):
+    """Scores generated points against ``num_samples`` fresh samples of ``data`` (a Toy2D data set)."""
+    reference = data.sample(num_samples, np.random.default_rng(seed + 1))
+    return Toy2DEvaluator(reference, data.bounds(), data.kl_grid, data.means, data.std)

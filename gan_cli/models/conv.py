@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from gan_cli.core.errors import ConfigError
+from gan_cli.models.output import output_transform
 
 
 def _get(cfg: Any, *keys: str, default: Any = None) -> Any:
@@ -153,7 +154,7 @@ def build_dcgan(cfg: Any, data: Any, latent_dim: int, conditional: bool):
         hcur = keras.layers.ReLU(name=f"g_relu{i}")(hcur)
     hcur = drop(hcur, g_ref, "g_drop_reference")
     out = keras.layers.Conv2D(c, 3, padding="same", activation="tanh", kernel_initializer=init(), name="g_out")(hcur)
-    transform = data.output_transform() if hasattr(data, "output_transform") else None
+    transform = output_transform(data)
     if transform is not None:
         out = transform(out)
     generator = keras.Model(g_inputs if conditional else z, out, name="generator")

@@ -166,7 +166,7 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
         size *= s
     h = keras.layers.Dense(size, name="g_out")(h)
     out = keras.layers.Reshape(shape, name="g_reshape")(h)
-    transform = data.output_transform()
+    transform = csm_output_transform(data)
     if transform is not None:
         out = transform(out)
     generator = keras.Model([z, y] if conditional else z, out, name="csm_generator")
@@ -205,3 +205,11 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
         logits = keras.layers.Add(name="d_projection")([logits, keras.layers.Dot(axes=1, name="d_label_dot")([h, emb])])
     critic = keras.Model([x, yd] if conditional else x, logits, name="csm_critic")
     return generator, critic
+
+
+def csm_output_transform(data) -> CsmOutputTransform:
+    """The CsmOutputTransform of a CSM data set's encoding (representation, reference mic, normalisation)."""
+    data.prepare()
+    return CsmOutputTransform(representation=data.representation, reference_mic=int(data.reference_mic),
+                              orthonormal=data.orthonormal, canonical_phase=data.canonical_phase,
+                              name="csm_output_transform")

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from gan_cli.core.errors import ConfigError
 from gan_cli.models.activations import LeakyReLUFromOutput, ReLUFromOutput
 from gan_cli.models.layers import Maxout, MinibatchDiscrimination, VirtualBatchNormalization
+from gan_cli.models.output import output_transform
 from gan_cli.models.reference import DEFAULT_REF_SIZE, drop, prepend
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu", "sigmoid", "maxout", "linear")
@@ -156,7 +157,7 @@ def build_mlp(cfg: DictConfig, data, latent_dim: int, conditional: bool):
     if pixel_sigmoid:  # [0, 1] -> the model's [-1, 1]
         out = keras.layers.Rescaling(2.0, offset=-1.0)(out)
     out = keras.layers.Reshape(shape)(out)
-    transform = data.output_transform()
+    transform = output_transform(data)
     if transform is not None:
         out = transform(out)
     generator = keras.Model(inputs if conditional else z, out, name="generator")

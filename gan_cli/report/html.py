@@ -205,7 +205,7 @@ def write_report(run_dir: str | Path) -> Path:
 
     kind, data, why = None, None, ""
     try:
-        from gan_cli.training.loop import build_dataset
+        from gan_cli.data.build import build_dataset
 
         data = build_dataset(run.config.dataset)
         kind = data.kind

@@ -79,7 +79,7 @@ class ImageReport:
     def _class_images(self) -> tuple[np.ndarray, str]:
         k = int(self.data.num_classes)
         try:
-            from gan_cli.training.loop import load_for_inference
+            from gan_cli.run.load import load_for_inference
 
             _, _, gan = load_for_inference(self.run.path, data=self.data)
             labels = np.repeat(np.arange(k, dtype=np.int32), COLS)

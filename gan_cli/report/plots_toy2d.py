@@ -1,7 +1,7 @@
 """Report sections for 2D data in GAN Lab's visual language (green = real, purple = fake).
 
 Everything per step comes from ``samples/step_*.npz`` (written during training by
-``Toy2D.snapshot_extras``): the fake samples of a fixed noise batch, the discriminator's logits on
+``gan_cli.callbacks.snapshots``): the fake samples of a fixed noise batch, the discriminator's logits on
 a 60 x 60 grid, the generator's manifold and the generator-loss gradients on the fake samples.
 
 Discriminator colours: for the log-loss family (gan, nsgan, mlgan) the heat map shows

@@ -175,7 +175,7 @@ def export_run(run: Path, output: Path, fmt: str = "keras", force: bool = False)
         raise UserError(f"{output} exists; choose another -o or add --force")
     if not output.parent.is_dir():
         raise UserError(f"cannot write {output}: the folder {output.parent} does not exist")
-    from gan_cli.training.loop import load_for_inference
+    from gan_cli.run.load import load_for_inference
 
     _, data, gan = load_for_inference(Path(run))
     if fmt == "keras":

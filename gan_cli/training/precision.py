@@ -29,17 +29,8 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-SETTINGS = (False, True, "float16", "bfloat16")
 # CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic, which oneDNN uses
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-def check_setting(value) -> None:
-    """Raise ConfigError unless ``value`` is a valid ``train.mixed_precision``."""
-    from gan_cli.core.errors import ConfigError
-
-    if not any(value is s if isinstance(s, bool) else value == s for s in SETTINGS):
-        raise ConfigError(f"train.mixed_precision must be false, true, float16 or bfloat16, got {value!r}")
 
 
 def compute_dtype(setting, gpu: bool | None = None) -> str | None:

@@ -1,4 +1,5 @@
-"""``train(cfg)``: build data, models and optimizers from a composed config and train with ``Model.fit``.
+"""``train(cfg)``: one ``gan train`` job: build data, models and optimizers from a composed config,
+train with ``Model.fit`` into a run folder, evaluate, checkpoint and write the report.
 
 Importable by tests and sweepers; the Hydra entry point only calls it. Returns the final
 metrics as a flat dict of floats (what a sweeper optimises).
@@ -17,134 +18,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from gan_cli.core.errors import ConfigError, UserError
-
-
-def build_dataset(dataset_cfg: DictConfig):
-    """Instantiate the dataset node (``_target_``), turning constructor errors into ConfigError."""
-    from hydra.utils import instantiate
-    from hydra.errors import InstantiationException
-
-    try:
-        return instantiate(dataset_cfg, _convert_="all")
-    except InstantiationException as exc:
-        cause = exc.__cause__
-        if isinstance(cause, UserError):
-            raise cause from None
-        raise ConfigError(f"cannot build dataset '{dataset_cfg.get('name')}': {str(cause or exc).splitlines()[0]}") from None
-
-
-def build_gan(cfg: DictConfig, data):
-    """A compiled ``GAN`` for the resolved config ``cfg`` and dataset ``data``."""
-    import keras
-
-    from gan_cli.training import precision
-    from gan_cli.training.gan import GAN
-    from gan_cli.losses.adversarial import get_loss
-    from gan_cli.models import get_builder
-    from gan_cli.training.optimizers import build_optimizer
-
-    keras.utils.set_random_seed(int(cfg.train.seed))
-    conditional = bool(cfg.model.get("conditional", False))
-    mixed = precision.compute_dtype(cfg.train.get("mixed_precision", False))
-    with precision.policy(mixed):  # half compute, float32 logits/samples/losses (gan_cli/training/precision.py)
-        generator, discriminator = get_builder(cfg.model.name)(cfg.model, data, int(cfg.latent.dim), conditional)
-    if mixed:
-        precision.float32_ends(generator, discriminator)
-    from gan_cli.models.reference import fill_reference_batches
-
-    # virtual batch norm's fixed reference batches (a no-op without it); checkpoints store them
-    fill_reference_batches(generator, discriminator, data, cfg.latent.distribution, int(cfg.train.seed),
-                           int(cfg.model.get("pack", 1)))
-    loss = get_loss(cfg.loss.name)
-    from gan_cli.training import techniques
-    params = {k: v for k, v in cfg.loss.items()
-              if k not in ("name", "clip_value", "gp_weight", "default_optimizer", "default_n_critic",
-                           *techniques.LOSS_KEYS)}
-    gan_cls, extra = GAN, {}
-    if cfg.loss.name == "gngan":  # GN-GAN (seed 004): adds an encoder and its optimizer
-        from gan_cli.training.gngan import gngan_parts
-
-        gan_cls, extra = gngan_parts(cfg, data)
-    gan = gan_cls(generator, discriminator, loss, params, latent_dim=int(cfg.latent.dim),
-              latent_distribution=cfg.latent.distribution,
-              n_gen=int(cfg.train.n_gen), clip_value=cfg.loss.get("clip_value"),
-              gp_weight=cfg.loss.get("gp_weight", 0.0), seed=int(cfg.train.seed),
-              conditional=conditional, num_classes=data.num_classes, pack=int(cfg.model.get("pack", 1)),
-              **techniques.gan_kwargs(cfg), **extra)  # n_critic, slot_stride and the stabilisation options
-    optimizers = [build_optimizer(cfg.optimizer.generator), build_optimizer(cfg.optimizer.discriminator)]
-    optimizers = [precision.loss_scaled(o, mixed) for o in optimizers]
-    gan.compile(*optimizers, steps_per_execution=_steps_per_execution(cfg), jit_compile=jit_compile_for(cfg))
-    return gan
-
-
-def resolve_jit_compile(setting: bool | str, gpu: bool, distributed: bool, deterministic: bool) -> bool:
-    """``train.jit_compile``: ``true`` / ``false`` as given; ``auto`` = XLA on a GPU (as Keras's own
-    ``jit_compile="auto"``), except under a distribution strategy (Keras's auto leaves XLA off there too)
-    or ``train.deterministic`` (Keras compiles no XLA step under op determinism). On a GPU
-    the training step is many small ops: XLA fuses them (docs/performance.md: 7.7x the steps/s on the
-    2D case on an H100); on a CPU it measured slower, so auto leaves it off there."""
-    if setting == "auto":
-        return gpu and not distributed and not deterministic
-    return bool(setting)
-
-
-def jit_compile_for(cfg: DictConfig) -> bool:
-    """Whether ``gan train`` XLA-compiles the training step for ``cfg`` on this machine."""
-    import tensorflow as tf
-
-    return resolve_jit_compile(cfg.train.jit_compile, gpu=bool(tf.config.list_physical_devices("GPU")),
-                               distributed=cfg.train.get("strategy", "none") != "none",
-                               deterministic=bool(cfg.train.get("deterministic", False)))
-
-
-def _block(cfg: DictConfig) -> int:
-    """Rounds per Keras epoch: every evaluation and checkpoint falls on an epoch boundary."""
-    t = cfg.train
-    return math.gcd(math.gcd(int(t.eval_every), int(t.checkpoint_every)), int(t.steps))
-
-
-def _steps_per_execution(cfg: DictConfig) -> int:
-    if cfg.train.get("strategy", "none") != "none":
-        return 1  # Keras 3 fails on steps_per_execution > 1 under tf.distribute (keras-team/keras#19246)
-    return math.gcd(int(cfg.train.steps_per_execution), _block(cfg))  # filled by config.resolve when null
-
-
-def load_for_inference(path: Path, data=None):
-    """(resolved config, dataset, GAN with the checkpoint's weights) from a run folder or checkpoint file.
-
-    ``data``: the run's dataset when the caller has already built it (it is not built again)."""
-    from gan_cli.run.checkpoint import latest_checkpoint, read_config, restore
-
-    ckpt = latest_checkpoint(Path(path))
-    from gan_cli.config.resolve import apply_metric_options
-
-    cfg = _with_train_defaults(read_config(ckpt))  # a checkpoint from an older version lacks newer keys
-    if data is None:
-        data = build_dataset(cfg.dataset)
-    apply_metric_options(cfg, data)
-    gan = build_gan(cfg, data)
-    restore(gan, ckpt, optimizers=False)
-    return cfg, data, gan
-
-
-def device_line() -> str:
-    """``GPU 0: NVIDIA H100 80GB HBM3`` (every visible GPU by name) or ``CPU (N cores)``."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return f"CPU ({os.cpu_count()} cores)"
-    names = []
-    for i, gpu in enumerate(gpus):
-        try:
-            name = tf.config.experimental.get_device_details(gpu).get("device_name") or gpu.name
-        except (ValueError, RuntimeError):
-            name = gpu.name
-        names.append(f"GPU {i}: {name}")
-    return ", ".join(names)
+from gan_cli.config.resolve import with_train_defaults
+from gan_cli.core.errors import UserError
+from gan_cli.data.build import build_dataset
+from gan_cli.metrics import evaluator_for
+from gan_cli.training.build import block_rounds, build_gan, device_line, steps_per_execution
 
 
 def _trim_metrics(run_dir: Path, last_step: int) -> None:
@@ -162,24 +42,6 @@ def _last_row(run_dir: Path, step: int) -> dict | None:
 
     rows = read_rows(run_dir / "metrics.jsonl")
     return rows[-1] if rows and rows[-1]["step"] == step else None
-
-
-def _with_train_defaults(cfg: DictConfig) -> DictConfig:
-    """``cfg`` with train/metrics keys added since it was written (e.g. a checkpoint's config from an older
-    version given to ``gan resume``) filled from the packaged conf/config.yaml."""
-    from gan_cli.config.resolve import METRICS_SCHEMA, TRAIN_SCHEMA, conf_dir
-
-    missing = [(section, k) for section, schema in (("train", TRAIN_SCHEMA), ("metrics", METRICS_SCHEMA))
-               if section in cfg for k in schema if k not in cfg[section]]
-    if not missing:
-        return cfg
-    defaults = OmegaConf.load(conf_dir() / "config.yaml")
-    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    with open_dict(cfg):
-        for section, key in missing:
-            if key in defaults[section]:
-                cfg[section][key] = defaults[section][key]
-    return cfg
 
 
 class _GracefulStop:
@@ -271,7 +133,7 @@ def _fit(gan, data, cfg: DictConfig, monitor, position: int, stop: _GracefulStop
     a block (an interrupt checkpoint) first finishes that block. Returns early on a signal."""
     from gan_cli.callbacks.monitor import ProgressBar
 
-    steps, block, spe = int(cfg.train.steps), _block(cfg), _steps_per_execution(cfg)
+    steps, block, spe = int(cfg.train.steps), block_rounds(cfg), steps_per_execution(cfg)
     progress = ProgressBar(steps, position, spe, data.primary_metric, enabled=bool(cfg.train.progress))
     monitor.progress = progress
     callbacks = [progress, monitor, *extra, stop.callback()]  # extra (TensorBoard) reads monitor.last_row
@@ -356,10 +218,14 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = Fal
 
         run_dir = HydraConfig.get().runtime.output_dir
     run_dir = Path(run_dir)
-    cfg = _with_train_defaults(cfg)
+    cfg = with_train_defaults(cfg)
     config_mod.validate(cfg)
     data = build_dataset(cfg.dataset)
     cfg = config_mod.resolve(cfg, data)
+    if cfg.train.mixed_precision is True:  # the type this machine computes in, kept in the run folder
+        from gan_cli.training.precision import compute_dtype  # so that resume and reproduce use it on any machine
+
+        cfg.train.mixed_precision = compute_dtype(True)
     data.prepare()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -418,7 +284,7 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
     if strategy is not None:
         print(f"train.strategy: {distribute.describe(strategy)}", file=sys.stderr)
 
-    evaluator = data.evaluator(int(cfg.metrics.num_samples), int(cfg.train.seed))
+    evaluator = evaluator_for(data, int(cfg.metrics.num_samples), int(cfg.train.seed))
     monitor = RunMonitor(gan, data, cfg, run_dir, evaluator, None)
     if resume:
         monitor.last_saved_step = start  # the checkpoint it resumed from is on disk

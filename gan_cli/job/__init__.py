@@ -1,0 +1,1 @@
+"""Job layer: one `gan train` job end to end (data, GAN, fit with callbacks, checkpoints, evaluation, report)."""
