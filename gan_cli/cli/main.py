@@ -13,13 +13,12 @@ from pathlib import Path
 
 from gan_cli.core import tf_import
 from gan_cli.core.errors import UserError
-from gan_cli.metrics import evaluator_for
 
 # acoular's numba kernels and numpy's many small (64 x 64) linear-algebra calls run best with a
 # single-threaded OpenBLAS; it must be set before anything (config checks included) imports numpy.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # TensorFlow's oneDNN CPU kernels: on by default only on CPUs with AVX-512/AMX; on AVX2 CPUs they
-# ran the benchmark's reference loop 1.1-1.3x faster (docs/performance.md). Read once, when TensorFlow loads;
+# ran the benchmark's reference loop faster (docs/performance.md). Read once, when TensorFlow loads;
 # TF_ENABLE_ONEDNN_OPTS=0 in the environment turns them off.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
@@ -148,6 +147,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg, data, gan = load_for_inference(Path(args.run))
     n = args.num_samples if args.num_samples is not None else int(cfg.metrics.num_samples)
     fake, labels = evaluation_samples(gan, cfg, n)
+    from gan_cli.metrics import evaluator_for
+
     metrics = evaluator_for(data, n, int(cfg.train.seed))(fake, labels)
     from gan_cli.callbacks.monitor import _clean
 

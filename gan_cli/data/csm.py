@@ -1,4 +1,4 @@
-"""Microphone-array cross-spectral matrices as a GAN training set (seed 000).
+"""Microphone-array cross-spectral matrices as a GAN training set (Fragnière 2022).
 
 Model-space representations (``M`` microphones, column ``j`` = ``j``-th eigenvector in
 descending eigenvalue order, eigenvectors phase-canonical at the reference mic):
@@ -56,7 +56,7 @@ class CsmDataset(GanDataset):
     default_model = "csm_physics"
     default_latent_dim = 128
     primary_metric = "c2st"
-    # seed 000's batch 64; a run short enough for the main job to finish in minutes on 2 CPU cores
+    # Fragnière's (2022) batch 64; a run short enough for the main job to finish in minutes on 2 CPU cores
     default_train = {"steps": 300, "batch_size": 64, "eval_every": 100, "checkpoint_every": 300,
                      "steps_per_execution": 10}
     # streaming knobs (class attributes so tests can shrink them)

@@ -3,7 +3,7 @@
 Everything here is batched numpy; shapes use ``N`` samples and ``M`` microphones.
 
 * ``csm_to_csmtriu`` / ``csmtriu_to_csm``: the compressed real form of a Hermitian CSM
-  (seed 000, AcouPipe): ``T[i, j] = Re C[i, j]`` for ``i <= j`` and ``T[j, i] = Im C[i, j]``
+  (Fragnière 2022, AcouPipe): ``T[i, j] = Re C[i, j]`` for ``i <= j`` and ``T[j, i] = Im C[i, j]``
   for ``i < j``.
 * ``canonical_eig``: eigenvalues descending, each eigenvector column rotated so that its
   reference-microphone entry is real and >= 0.

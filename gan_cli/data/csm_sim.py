@@ -1,4 +1,4 @@
-"""Synthetic microphone-array CSMs following AcouPipe's defaults (DESIGN.md section 4).
+"""Synthetic microphone-array CSMs following AcouPipe's defaults (AcouPipe, github.com/adku1173/acoupipe).
 
 Physics (one frequency ``f``, wavenumber ``k = 2 pi f / c``):
 
@@ -52,7 +52,7 @@ POISSON_MU = 3.0
 STRENGTH_SIGMA = 5.0   # Rayleigh sigma of q = p^2
 NOISE_RANGE = (1e-5, 0.1)
 MODES = ("analytic", "wishart")
-DEFAULT_HELMHOLTZ = 4.0625   # seed 000's He, used when neither dataset.helmholtz nor dataset.frequency is set
+DEFAULT_HELMHOLTZ = 4.0625   # Fragnière's (2022) He, used when neither dataset.helmholtz nor dataset.frequency is set
 POSITION_SUFFIXES = (".npy", ".csv", ".txt")
 
 

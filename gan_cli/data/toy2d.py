@@ -1,6 +1,6 @@
-"""2D toy distributions: PacGAN's ring and grid, seed 002's parabola, GAN Lab's shapes.
+"""2D toy distributions: PacGAN's ring and grid, the parabola of Tan's GAN visualisation report, GAN Lab's shapes.
 
-Samples are float32 arrays of shape ``(N, 2)``. PacGAN protocol (DESIGN.md section 5):
+Samples are float32 arrays of shape ``(N, 2)``. PacGAN protocol (Lin et al. 2018):
 ring = 8 Gaussians at radius 1, std 0.01; grid = 25 Gaussians at {-4,-2,0,2,4}^2,
 std 0.05; 100,000 training points. GAN Lab's shapes live on [0, 1]^2.
 """
@@ -79,7 +79,7 @@ class Toy2D(GanDataset):
             comp = rng.integers(0, len(self.means), size=n)
             x = self.means[comp] + self.std * rng.standard_normal((n, 2))
         elif self.name == "parabola":
-            # seed 002: x ~ U, y = 10 + x^2 (x on [-2, 2], a small noise keeps the density proper)
+            # Tan's GAN visualisation report: x ~ U, y = 10 + x^2 (x on [-2, 2], a small noise keeps the density proper)
             u = rng.uniform(-2.0, 2.0, size=n)
             x = np.stack([u, 10.0 + u**2 + 0.05 * rng.standard_normal(n)], axis=1)
         elif self.name == "ganlab_line":

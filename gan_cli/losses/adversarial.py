@@ -47,7 +47,7 @@ mlgan_discriminator_loss = gan_discriminator_loss
 
 
 def mlgan_generator_loss(fake_logits, **_):
-    """Maximum-likelihood form (Goodfellow 2016 tutorial, seed 002): -E exp(sigmoid^-1(D(G(z)))) = -E exp(l).
+    """Maximum-likelihood form (Goodfellow 2016 tutorial): -E exp(sigmoid^-1(D(G(z)))) = -E exp(l).
 
     Logits are capped at 20 before ``exp`` so one runaway sample cannot overflow float32.
     """
@@ -170,7 +170,7 @@ LOSSES: dict[str, LossPair] = {
 
 
 def _register_gngan() -> None:
-    """GN-GAN (seed 004): its training step (``gan_cli.training.gngan.GNGAN``, chosen by ``build_gan``) calls the full
+    """GN-GAN (Tran, Bui & Cheung 2018): its training step (``gan_cli.training.gngan.GNGAN``, chosen by ``build_gan``) calls the full
     objectives in ``gan_cli.losses.gngan``; these registry entries are their logit-only parts."""
     from gan_cli.losses.gngan import gngan_discriminator_loss, gngan_generator_loss
 

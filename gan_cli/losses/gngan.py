@@ -1,7 +1,7 @@
 """GN-GAN objectives (Tran, Bui & Cheung 2018, "Improving GAN with neighbors embedding and gradient
-matching"; seed 004) as pure functions of tensors.
+matching") as pure functions of tensors.
 
-Notation (seed 004): E encoder, G generator (= the auto-encoder's decoder), D(x) = sigmoid(logit) the
+Notation (Tran, Bui & Cheung 2018): E encoder, G generator (= the auto-encoder's decoder), D(x) = sigmoid(logit) the
 discriminator's probability, n the number of points in a batch.
 
 * Auto-encoder, Eqn. 1:  V_AE(E, G) = ||x - G(E(x))||^2 + lambda_r V_R(E, G)            -> ``autoencoder_loss``

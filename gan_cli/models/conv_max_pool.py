@@ -36,9 +36,7 @@ from gan_cli.core.tf_context import in_xla, op_determinism
 
 # The sparse backward pass moves B * F * k * k * C1 values whatever the size of the last feature map, while the
 # dense one it replaces costs in proportion to the map's positions: below about 80 positions the plain layers
-# train faster. Measured on the 2-core AMX VM, seed 000's critic (64 and 128 filters, 3 x 3, stride 2), one
-# forward and backward pass of 64 samples, fused against plain Keras layers: 16 positions 10.4 against 5.5 ms,
-# 36: 12.0 / 8.5, 64: 15.0 / 13.6, 100: 17.1 / 21.0, 144: 21.1 / 28.4, 256: 26.9 / 53.4.
+# train faster (the crossover is measured in benchmarks/results/throughput_csm_dense_pool_grad.md).
 SPARSE_MIN_POSITIONS = 80
 
 

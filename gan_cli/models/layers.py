@@ -1,4 +1,4 @@
-"""Custom Keras layers: maxout (Goodfellow et al. 2013, seed 003), minibatch discrimination and virtual
+"""Custom Keras layers: maxout (Goodfellow et al. 2013), minibatch discrimination and virtual
 batch normalisation (Salimans et al. 2016, seeds 002 and 003)."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _closeness(mt):
 
 @keras.saving.register_keras_serializable(package="gan_cli")
 class MinibatchDiscrimination(keras.layers.Layer):
-    """Minibatch discrimination (Salimans et al. 2016, seed 002): lets D compare the samples of a batch.
+    """Minibatch discrimination (Salimans et al. 2016): lets D compare the samples of a batch.
 
     Input ``f`` ``(B, A)`` (D's features); a learned tensor ``T`` ``(A, kernels, dim)`` maps each row to
     ``M_i = f_i T`` ``(kernels, dim)``; ``c_b(x_i, x_j) = exp(-||M_i,b - M_j,b||_L1)`` and
@@ -139,7 +139,7 @@ class MinibatchDiscrimination(keras.layers.Layer):
                 "average": self.average}
 
 
-# ---- virtual batch normalisation (Salimans et al. 2016, seed 003) ------------------------------
+# ---- virtual batch normalisation (Salimans et al. 2016) ------------------------------
 # A network with VBN runs on concat([reference batch, x]): ``ReferenceBatch`` prepends the stored
 # reference rows at each model input, every ``VirtualBatchNormalization`` takes its statistics from
 # those first ``n_ref`` rows only, and ``DropReference`` removes them after the last VBN layer (every

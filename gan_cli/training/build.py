@@ -38,7 +38,7 @@ def build_gan(cfg: DictConfig, data):
               if k not in ("name", "clip_value", "gp_weight", "default_optimizer", "default_n_critic",
                            *LOSS_KEYS)}
     gan_cls, extra = GAN, {}
-    if cfg.loss.name == "gngan":  # GN-GAN (seed 004): adds an encoder and its optimizer
+    if cfg.loss.name == "gngan":  # GN-GAN (Tran, Bui & Cheung 2018): adds an encoder and its optimizer
         from gan_cli.training.gngan import gngan_parts
 
         gan_cls, extra = gngan_parts(cfg, data)

@@ -2,8 +2,7 @@
 
 Keras's ``RMSprop.update_step`` builds about ten elementwise ops per weight (square, scale, add, assign,
 sqrt, divide, ...). On a small network the round is dominated by such tiny ops rather than by arithmetic,
-and a WGAN round runs the critic's optimizer ``n_critic`` times (docs/performance.md: bench_ring +15%
-steps/s with the fused kernel on a 2-core CPU, bench_csm +5%).
+and a WGAN round runs the critic's optimizer ``n_critic`` times (the gain is measured in docs/performance.md).
 
 Same rule, same state: for gradient ``g`` (any shape, cast to the weight's dtype), ``rho``, ``lr``, ``eps``::
 

@@ -1,6 +1,6 @@
-"""GN-GAN (Tran, Bui & Cheung 2018; seed 004): ``loss=gngan`` trains an encoder E with G as its decoder.
+"""GN-GAN (Tran, Bui & Cheung 2018): ``loss=gngan`` trains an encoder E with G as its decoder.
 
-One training round follows seed 004's Algorithm 1:
+One training round follows Algorithm 1 of Tran, Bui & Cheung (2018):
 
 1. auto-encoder: E, G <- min V_AE(E, G) = ||x - G(E(x))||^2 + lambda_r V_R on the round's first real
    batch x and a batch of noise z (``ae_step``; its own optimizer over E's and G's weights);

@@ -3,8 +3,7 @@
 ``train.mixed_precision``: ``false`` (float32), ``float16``, ``bfloat16``, or ``true`` = the device's fast
 type: ``float16`` on a GPU (tensor cores), ``bfloat16`` on a CPU (``compute_dtype``). On a CPU with
 bfloat16 instructions (Intel AMX / AVX512_BF16) oneDNN runs bfloat16 matmuls and convolutions several
-times faster than float32 (docs/performance.md: a 2048 x 2048 matmul at 1.07 TFLOP/s against 0.30 on a
-2-core AMX VM).
+times faster than float32 (measured in docs/performance.md).
 
 What changes with it on:
 

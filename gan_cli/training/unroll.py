@@ -1,4 +1,4 @@
-"""Unrolled GAN (Metz et al. 2017, seed 002): the generator's loss through k look-ahead D updates.
+"""Unrolled GAN (Metz et al. 2017): the generator's loss through k look-ahead D updates.
 
 With ``train.unroll_steps=k`` the generator step computes, inside its gradient tape,
 
