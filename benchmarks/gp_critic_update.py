@@ -6,7 +6,7 @@ The critic is ``experiment=bench_ring``'s (2 -> 128 -> 128 -> 1, ReLU, batch 256
 ``mean D(fake) - mean D(real) + 10 * gradient_penalty`` (``gan_cli.losses.adversarial``), its weight gradients by
 autodiff and a Keras RMSprop step, 50 updates per compiled call. The two activations give the same
 gradients; ``ReLUFromOutput`` keeps TensorFlow from multiplying the zeros of the mask's derivative back
-through the forward pass (``gan_cli/models/activations.py``). Prints the matrix products in each traced
+through the forward pass (``gan_cli/fast/activations.py``). Prints the matrix products in each traced
 update and the milliseconds per update of each, alternating, per repeat.
 """
 
@@ -89,7 +89,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from gan_cli.models.activations import ReLUFromOutput
+    from gan_cli.fast.activations import ReLUFromOutput
 
     sides = {"keras ReLU": lambda: keras.layers.Activation("relu"), "ReLUFromOutput": ReLUFromOutput}
     # every critic first: keras.utils.set_random_seed clears TensorFlow's kernel caches, which would make a

@@ -384,7 +384,7 @@ def startup_time(case: str, overrides: list[str], flags: list[str]) -> tuple[flo
 # ---------------------------------------------------------------------------------- FLOPs
 def _fused_macs(layer) -> tuple[int, int]:
     """Forward MACs per sample of a ConvLeakyMaxPool layer's (first, last) convolution (first: 0 without one)."""
-    from gan_cli.models.conv_max_pool import pooled_positions
+    from gan_cli.fast.conv_max_pool import pooled_positions
 
     size = tuple(int(d) for d in layer.input.shape[1:-1])
     first = 0
@@ -398,7 +398,7 @@ def layer_macs(layer) -> int:
     """Multiply-accumulates of one forward pass of one sample through a Dense/Conv layer:
     ``prod(kernel.shape) * prod(output spatial dims)`` (Dense: ``in * out``; Conv2D and the fused
     ConvLeakyMaxPool: ``H_out * W_out * k * k * C_in * C_out`` per convolution); 0 for layers without a kernel."""
-    from gan_cli.models.conv_max_pool import ConvLeakyMaxPool
+    from gan_cli.fast.conv_max_pool import ConvLeakyMaxPool
 
     kernel = getattr(layer, "kernel", None)
     if kernel is None:
@@ -422,7 +422,7 @@ def sparse_backward_macs(model: keras.Model) -> int:
     ``k * k * C * F``, is negligible). Two: the last one's kernel and input gradients and the first one's
     kernel gradient, less the products that give the first kernel's gradient from the pooled windows
     (``F * k * k * C1 * (k0 * k0 * C0 + 1)``)."""
-    from gan_cli.models.conv_max_pool import ConvLeakyMaxPool
+    from gan_cli.fast.conv_max_pool import ConvLeakyMaxPool
 
     saved = 0
     for layer in model.layers:

@@ -1,4 +1,4 @@
-"""ReLUFromOutput and LeakyReLUFromOutput (gan_cli/models/activations.py): the Keras layers' values,
+"""ReLUFromOutput and LeakyReLUFromOutput (gan_cli/fast/activations.py): the Keras layers' values,
 gradients and gradients of gradients, from a graph without the chain of zero products that TensorFlow's
 second-order ReLU gradient pushes back through the forward pass."""
 
@@ -29,7 +29,7 @@ def _grads(layer):
 def test_leaky_relu_from_output_has_the_keras_gradients(slope):
     import keras
 
-    from gan_cli.models.activations import LeakyReLUFromOutput
+    from gan_cli.fast.activations import LeakyReLUFromOutput
 
     for a, b in zip(_grads(LeakyReLUFromOutput(negative_slope=slope)), _grads(keras.layers.LeakyReLU(slope)),
                     strict=True):
@@ -39,7 +39,7 @@ def test_leaky_relu_from_output_has_the_keras_gradients(slope):
 def test_relu_from_output_has_the_keras_gradients():
     import keras
 
-    from gan_cli.models.activations import ReLUFromOutput
+    from gan_cli.fast.activations import ReLUFromOutput
 
     ours, keras_relu = _grads(ReLUFromOutput()), _grads(keras.layers.Activation("relu"))
     assert float(np.abs(ours[2]).max()) > 0  # the second-order term is not trivially zero here
@@ -58,7 +58,7 @@ def test_gradient_penalty_graph_skips_the_zero_chain():
     import keras
     import tensorflow as tf
 
-    from gan_cli.models.activations import ReLUFromOutput
+    from gan_cli.fast.activations import ReLUFromOutput
 
     spec = importlib.util.spec_from_file_location(
         "gp_critic_update", Path(__file__).resolve().parents[1] / "benchmarks" / "gp_critic_update.py")

@@ -1,4 +1,4 @@
-"""The fused Conv2D -> LeakyReLU -> global max pool layer (gan_cli/models/conv_max_pool.py): same outputs,
+"""The fused Conv2D -> LeakyReLU -> global max pool layer (gan_cli/fast/conv_max_pool.py): same outputs,
 gradients and gradients of gradients as the three Keras layers it replaces in the seed-000 critic."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ def _pair(shape, filters, kernel, stride, seed=0, first=None):
     import keras
     import tensorflow as tf
 
-    from gan_cli.models.conv_max_pool import ConvLeakyMaxPool
+    from gan_cli.fast.conv_max_pool import ConvLeakyMaxPool
 
     keras.utils.set_random_seed(seed)
     fused = ConvLeakyMaxPool(filters, kernel, stride, 0.2, first_filters=first)
@@ -98,7 +98,7 @@ def test_half_precision_ties_go_to_the_first_maximum(two):
     maximal position (as tf.nn.max_pool's gradient does) instead of leaving its fast path."""
     import tensorflow as tf
 
-    from gan_cli.models.conv_max_pool import conv_leaky_max
+    from gan_cli.fast.conv_max_pool import conv_leaky_max
 
     rng = np.random.default_rng(5)
 

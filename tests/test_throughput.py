@@ -91,7 +91,7 @@ def test_fused_step_matches_straightforward_loop(case, loss):
     gan = GAN(g1, d1, get_loss(loss), {}, latent_dim=latent, n_critic=n_critic, clip_value=clip, gp_weight=gp,
               seed=7)
     # gan train's optimizer (one fused kernel per weight) against the reference's plain Keras RMSprop
-    from gan_cli.training.fused_rmsprop import FusedRMSprop
+    from gan_cli.fast.fused_rmsprop import FusedRMSprop
 
     gan.compile(FusedRMSprop(1e-3), FusedRMSprop(1e-3), steps_per_execution=2)
     # csm: one G call makes a round's 5 fake batches (critic_fakes; default for generators of >= 1M weights,
@@ -131,7 +131,7 @@ def test_fused_rmsprop_matches_keras_rmsprop(momentum):
     import keras
     import tensorflow as tf
 
-    from gan_cli.training.fused_rmsprop import FusedRMSprop
+    from gan_cli.fast.fused_rmsprop import FusedRMSprop
     from gan_cli.training.optimizers import build_optimizer
 
     rng = np.random.default_rng(0)

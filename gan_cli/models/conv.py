@@ -85,7 +85,7 @@ def build_dcgan(cfg: Any, data: Any, latent_dim: int, conditional: bool):
     """
     import keras
 
-    from gan_cli.models.activations import LeakyReLUFromOutput
+    from gan_cli.fast.activations import LeakyReLUFromOutput
     from gan_cli.models.layers import MinibatchDiscrimination
     from gan_cli.models.reference import DEFAULT_REF_SIZE, drop, prepend
 

@@ -17,8 +17,8 @@ import keras
 from keras import ops
 
 from gan_cli.core.errors import ConfigError
-from gan_cli.models.activations import LeakyReLUFromOutput
-from gan_cli.models.conv_max_pool import SPARSE_MIN_POSITIONS, ConvLeakyMaxPool, pooled_positions
+from gan_cli.fast.activations import LeakyReLUFromOutput
+from gan_cli.fast.conv_max_pool import SPARSE_MIN_POSITIONS, ConvLeakyMaxPool, pooled_positions
 
 LABEL_EMBEDDING = 32   # width of G's learned label (frequency line) embedding
 
@@ -139,7 +139,7 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
     dropout = float(_get(dcfg, "dropout", 0.0))
     spectral = bool(_get(dcfg, "spectral_norm", False))
     # gan train's own layers (sparse_pool_grad=false: the plain Keras layers, as the throughput reference has):
-    # the last convs + LeakyReLUs + global max pool as one layer with a sparse backward pass (models/conv_max_pool.py:
+    # the last convs + LeakyReLUs + global max pool as one layer with a sparse backward pass (fast/conv_max_pool.py:
     # same numbers, a fraction of the backward FLOPs) where the last feature map is large enough for it to pay;
     # not with spectral norm
     fast = _get(dcfg, "sparse_pool_grad", True)

@@ -8,7 +8,7 @@ import keras
 from omegaconf import DictConfig
 
 from gan_cli.core.errors import ConfigError
-from gan_cli.models.activations import LeakyReLUFromOutput, ReLUFromOutput
+from gan_cli.fast.activations import LeakyReLUFromOutput, ReLUFromOutput
 from gan_cli.models.layers import Maxout, MinibatchDiscrimination, VirtualBatchNormalization
 from gan_cli.models.output import output_transform
 from gan_cli.models.reference import DEFAULT_REF_SIZE, drop, prepend
@@ -50,7 +50,7 @@ def _dense(units: int, spectral_norm: bool = False, **kwargs):
 
 def _activation(name: str) -> keras.layers.Layer:
     """The activation layer ``name``; ReLU and LeakyReLU (slope 0.2) differentiate from their outputs, which
-    spares gradient penalties' double backpropagation a chain of zero products (``models/activations.py``)."""
+    spares gradient penalties' double backpropagation a chain of zero products (``gan_cli/fast/activations.py``)."""
     if name == "relu":
         return ReLUFromOutput()
     if name == "leaky_relu":

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import keras
 
-from gan_cli.models.activations import ReLUFromOutput
-from gan_cli.models.conv_max_pool import ConvLeakyMaxPool
+from gan_cli.fast.activations import ReLUFromOutput
+from gan_cli.fast.conv_max_pool import ConvLeakyMaxPool
 from gan_cli.models.csm import CsmOutputTransform
 from gan_cli.models.layers import Maxout
 

@@ -36,7 +36,7 @@ def build_optimizer(cfg: Mapping[str, Any], fused: bool = True):
                                  lr_decay=float(cfg.get("lr_decay") or 1.0), lr_min=float(cfg.get("lr_min") or 0.0),
                                  **{k: v for k, v in kwargs.items() if k != "momentum"})
     if cfg["name"] == "rmsprop" and fused:
-        from gan_cli.training.fused_rmsprop import FusedRMSprop
+        from gan_cli.fast.fused_rmsprop import FusedRMSprop
 
         return FusedRMSprop(learning_rate=float(cfg["lr"]), **kwargs)
     return getattr(keras.optimizers, cls_name)(learning_rate=float(cfg["lr"]), **kwargs)

@@ -1,0 +1,1 @@
+"""Speed tricks behind train.fast (on by default): layers with custom gradients, fused kernels, and the thresholds that pick the compiled step's shape. Each has a plain equivalent; exports never contain them."""
