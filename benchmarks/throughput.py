@@ -18,7 +18,7 @@ default settings (``steps_per_execution=1``, ``jit_compile="auto"``: XLA off on 
 fed by a ``tf.data`` pipeline of plain batches (``from_tensor_slices.shuffle.repeat.batch.prefetch``;
 one element = the ``n_critic * B`` real samples of a round), with a callback that reads the logs
 after every step as Keras's default progress bar does. Its networks come from the project's own
-model builders (from plain Keras layers: ``reference_model_config``) and optimizer factory with the
+model builders (from plain Keras layers: ``train.fast=false``) and optimizer factory with the
 same seed, so both sides train identical networks on the same data with the same batch size.
 
 ``gan train``: ``gan_cli.job.train.train``, the real code path (data, ``build_gan``, the fused step,
@@ -270,26 +270,19 @@ def case_config(case: str, steps: int, args) -> tuple:
     return cfg, resolved, data, warmup, steps, spe
 
 
-def reference_model_config(cfg):
-    """``cfg.model`` for the reference's networks: the same architecture from plain Keras layers (for
-    csm_mlp ``discriminator.sparse_pool_grad=false``: Conv2D -> LeakyReLU -> GlobalMaxPooling2D, the
-    layers a user would write, instead of ``gan train``'s fused ConvLeakyMaxPool; same weights and outputs)."""
-    from omegaconf import OmegaConf
-
-    model = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
-    if model.get("name") == "csm_mlp":
-        model.discriminator.sparse_pool_grad = False
-    return model
-
-
 def run_reference(resolved, data, warmup: int, steps: int) -> tuple[tuple[float, float], tuple[int, int]]:
     """Steady-state generator steps/s (wall, CPU) of ``ReferenceWGAN`` and the networks' (G, D) MACs per sample."""
     from gan_cli.models import get_builder
     from gan_cli.training.optimizers import build_optimizer
 
+    from gan_cli import fast
+
     keras.utils.set_random_seed(int(resolved.train.seed))
-    generator, discriminator = get_builder(resolved.model.name)(reference_model_config(resolved), data,
-                                                                int(resolved.latent.dim), False)
+    # the same architecture from plain Keras layers, as train.fast=false builds it (for csm_mlp: Conv2D ->
+    # LeakyReLU -> GlobalMaxPooling2D, the layers a user would write, instead of gan train's fused
+    # ConvLeakyMaxPool; same weights and outputs)
+    with fast.switch(False):
+        generator, discriminator = get_builder(resolved.model.name)(resolved.model, data, int(resolved.latent.dim), False)
     loss = resolved.loss.name
     model = ReferenceWGAN(generator, discriminator, int(resolved.latent.dim), int(resolved.train.n_critic),
                           clip_value=float(resolved.loss.clip_value) if loss == "wgan" else None,

@@ -161,6 +161,7 @@ def test_gradients_under_xla_match(first):
 
 
 def test_csm_critic_uses_the_fused_layer_unless_told_not_to(tmp_path):
+    from gan_cli import fast
     from gan_cli.core.errors import ConfigError
     from gan_cli.models import get_builder
     from gan_cli.data.build import build_dataset
@@ -171,15 +172,16 @@ def test_csm_critic_uses_the_fused_layer_unless_told_not_to(tmp_path):
                    "model.generator.hidden=[8]", "model.discriminator.filters=[4,8]", "model.discriminator.strides=1"])
     data = build_dataset(cfg.dataset)
 
-    def layer_types(**disc):
+    def layer_types(on=True, **disc):
         model = cfg.model.copy()
         for key, value in disc.items():
             model.discriminator[key] = value
-        _, critic = get_builder("csm_mlp")(model, data, 8, False)
+        with fast.switch(on):  # train.fast
+            _, critic = get_builder("csm_mlp")(model, data, 8, False)
         return [type(layer).__name__ for layer in critic.layers], critic
 
     fused_types, fused = layer_types()
-    plain_types, plain = layer_types(sparse_pool_grad=False)
+    plain_types, plain = layer_types(on=False)
     # two convs: both in the fused layer; three: the first stays a Conv2D whose LeakyReLU differentiates from
     # its output; one: the fused layer holds it alone
     assert fused_types == ["InputLayer", "ConvLeakyMaxPool", "Identity", "Dense"]
@@ -202,8 +204,6 @@ def test_csm_critic_uses_the_fused_layer_unless_told_not_to(tmp_path):
     again = keras.Model.from_config(fused.get_config())  # the fused layer serialises with the critic
     again.set_weights(fused.get_weights())
     np.testing.assert_allclose(again(x), fused(x), rtol=1e-6, atol=1e-6)
-    with pytest.raises(ConfigError, match="sparse_pool_grad must be true or false"):
-        layer_types(sparse_pool_grad="yes")
     for slope in (-0.1, 1.0, "steep"):  # the fused layer relies on a non-decreasing LeakyReLU
         with pytest.raises(ConfigError, match=r"negative_slope must be a number in \[0, 1\)"):
             layer_types(negative_slope=slope)

@@ -248,9 +248,9 @@ def test_mnist_offline_without_file(monkeypatch):
 def test_offline_message_names_the_keras_cache(monkeypatch, tmp_path):
     from gan_cli.data.images import _keras_datasets_dir
 
-    monkeypatch.setattr("keras.src.backend.config.keras_home", lambda: str(tmp_path))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     assert _keras_datasets_dir() == str(tmp_path / "datasets")
-    monkeypatch.setattr("keras.src.backend.config.keras_home", lambda: str(tmp_path / "missing"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "missing"))
     assert _keras_datasets_dir() == "/tmp/.keras/datasets"  # keras.utils.get_file's fallback
 
 

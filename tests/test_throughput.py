@@ -67,6 +67,7 @@ def test_fused_step_matches_straightforward_loop(case, loss):
     import keras
     import tensorflow as tf
 
+    from gan_cli import fast
     from gan_cli.training.gan import GAN
     from gan_cli.losses.adversarial import get_loss
     from gan_cli.data.build import build_dataset
@@ -77,7 +78,8 @@ def test_fused_step_matches_straightforward_loop(case, loss):
     data = build_dataset(cfg.dataset)
     keras.utils.set_random_seed(0)
     g1, d1 = _networks(cfg, data)
-    g2, d2 = _networks(cfg, data, T.reference_model_config(cfg))
+    with fast.switch(False):  # the reference's networks: plain Keras layers (train.fast=false)
+        g2, d2 = _networks(cfg, data)
     if case == "csm":  # gan train's critic has the fused layer, the reference the three Keras layers
         assert any(type(layer).__name__ == "ConvLeakyMaxPool" for layer in d1.layers)
         assert not any(type(layer).__name__ == "ConvLeakyMaxPool" for layer in d2.layers)
@@ -193,7 +195,7 @@ def test_round_fakes_from_one_generator_call_equal_per_update_calls(overrides, i
 
 
 def test_only_large_generators_make_round_fakes_in_one_call():
-    from gan_cli.training.gan import BATCHED_FAKES_MIN_PARAMS
+    from gan_cli.fast import BATCHED_FAKES_MIN_PARAMS
 
     small, _, _ = conftest.build(["model=mlp"], TINY)
     large, _, _ = conftest.build(["model=mlp", "model.generator.hidden=[1024,1024]"], TINY)
@@ -272,9 +274,11 @@ def test_mixed_precision_true_is_float16_on_a_gpu_and_bfloat16_on_a_cpu():
     # the run folder's resolved config names the type this machine computes in (resume, reproduce keep it)
     from gan_cli.config import resolve as config_mod
     from gan_cli.data.build import build_dataset
+    from gan_cli.job.train import resolve_for_this_machine
 
     cfg = compose([*TINY, "train.mixed_precision=true"])
-    assert config_mod.resolve(cfg, build_dataset(cfg.dataset)).train.mixed_precision == precision.compute_dtype(True)
+    resolved = resolve_for_this_machine(config_mod.resolve(cfg, build_dataset(cfg.dataset)))
+    assert resolved.train.mixed_precision == precision.compute_dtype(True)
     # emulated types warn: float16 without a GPU, bfloat16 on a CPU without bfloat16 instructions
     assert "meant for GPUs" in precision.warning("float16", gpu=False)
     assert "no bfloat16 instructions" in precision.warning("bfloat16", gpu=False, bf16_cpu=False)

@@ -49,6 +49,7 @@ TRAIN_SCHEMA: dict[str, tuple[type, float | None, bool]] = {
     "unroll_steps": (int, 0, False),
     "g_ema": (float, 0, False),
     "strategy": (str, None, False),
+    "fast": (bool, None, False),
 }
 ON_NAN = ("stop", "rollback")
 # Integers above this are rejected (seeds, counts and sizes all end up in int32/int64 tensors).

@@ -1,4 +1,8 @@
-"""The TensorFlow context a graph is traced in: XLA compilation and op determinism.
+"""TensorFlow runtime helpers: the context a graph is traced in (XLA compilation, op determinism) and variables.
+
+TensorFlow has no public way to ask whether a graph is being compiled by XLA or whether op determinism
+is on, nor to switch determinism off again; the three functions that need it import
+``tensorflow.python`` modules, each with a safe fallback when a release moves them.
 
 Some TensorFlow ops have no XLA kernel (``tf.unique``; a ``tf.cond`` whose branch holds a
 ``TensorArray``, as ``tf.map_fn`` builds), and some GPU kernels add with atomics, which op
@@ -36,3 +40,9 @@ def disable_op_determinism() -> None:
         tf_config.disable_op_determinism()
     except (ImportError, AttributeError):  # pragma: no cover - private API moved: it stays on
         pass
+
+
+def tf_variable(v):
+    """The ``tf.Variable`` behind a Keras variable (a plain ``tf.Variable`` as it is)."""
+    tf_var = getattr(v, "value", v)
+    return v if callable(tf_var) else tf_var  # a plain tf.Variable's .value is a method

@@ -218,13 +218,8 @@ def _keras_datasets_dir() -> str:
     """Where ``keras.datasets`` looks for (and downloads) its files, with the home folder shown as ``~``."""
     import os
 
-    try:
-        from keras.src.backend import config as keras_config  # what keras.utils.get_file uses
-
-        home = keras_config.keras_home()
-    except Exception:  # another Keras layout: its documented default
-        home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    home = os.path.expanduser(home)
+    # keras.utils.get_file's documented cache folder: $KERAS_HOME, else ~/.keras
+    home = os.path.expanduser(os.environ.get("KERAS_HOME") or os.path.join("~", ".keras"))
     if not os.access(home, os.W_OK):  # keras.utils.get_file's own fallback (also when the folder is missing)
         home = os.path.join("/tmp", ".keras")
     path = os.path.join(home, "datasets")

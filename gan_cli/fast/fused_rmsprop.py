@@ -40,7 +40,7 @@ class FusedRMSprop(keras.optimizers.RMSprop):
     def update_step(self, gradient, variable, learning_rate):
         import tensorflow as tf
 
-        from gan_cli.training.distribute import tf_variable
+        from gan_cli.core.tf_context import tf_variable
 
         index = self._get_variable_index(variable)
         if self.centered or tf.distribute.has_strategy() or not (self.momentum > 0 or self._scratch):

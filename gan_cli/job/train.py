@@ -199,6 +199,16 @@ def _write_report(run_dir: Path) -> None:
         print(f"warning: could not write the report ({message}); retry with: gan report {run_dir}", file=sys.stderr)
 
 
+def resolve_for_this_machine(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with ``train.mixed_precision=true`` turned into the type this machine computes in, which the
+    run folder keeps so that resume and reproduce use it on any machine."""
+    if cfg.train.mixed_precision is True:
+        from gan_cli.training.precision import compute_dtype
+
+        cfg.train.mixed_precision = compute_dtype(True)
+    return cfg
+
+
 def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = False) -> dict:
     """Train the GAN described by ``cfg`` into ``run_dir`` (default: Hydra's run folder).
 
@@ -221,11 +231,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = Fal
     cfg = with_train_defaults(cfg)
     config_mod.validate(cfg)
     data = build_dataset(cfg.dataset)
-    cfg = config_mod.resolve(cfg, data)
-    if cfg.train.mixed_precision is True:  # the type this machine computes in, kept in the run folder
-        from gan_cli.training.precision import compute_dtype  # so that resume and reproduce use it on any machine
-
-        cfg.train.mixed_precision = compute_dtype(True)
+    cfg = resolve_for_this_machine(config_mod.resolve(cfg, data))
     data.prepare()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -85,7 +85,7 @@ def build_dcgan(cfg: Any, data: Any, latent_dim: int, conditional: bool):
     """
     import keras
 
-    from gan_cli.fast.activations import LeakyReLUFromOutput
+    from gan_cli import fast
     from gan_cli.models.layers import MinibatchDiscrimination
     from gan_cli.models.reference import DEFAULT_REF_SIZE, drop, prepend
 
@@ -185,14 +185,14 @@ def build_dcgan(cfg: Any, data: Any, latent_dim: int, conditional: bool):
                                       name=f"d_conv{i}"))(hcur)
         if i > 0 and (n := _norm(d_norm, f"d_norm{i}", d_ref)) is not None:  # DCGAN: no norm on the first layer
             hcur = n(hcur)
-        hcur = LeakyReLUFromOutput(0.2, name=f"d_lrelu{i}")(hcur)
+        hcur = fast.leaky_relu(0.2, name=f"d_lrelu{i}")(hcur)
         if dropout > 0:
             hcur = keras.layers.Dropout(dropout, name=f"d_drop{i}")(hcur)
     ch = min(ch * 2, d_max) if k > 0 else d_base
     hcur = sn(keras.layers.Conv2D(ch, 3, padding="same", kernel_initializer=init(), name="d_conv_last"))(hcur)
     if k > 0 and (n := _norm(d_norm, "d_norm_last", d_ref)) is not None:
         hcur = n(hcur)
-    hcur = LeakyReLUFromOutput(0.2, name="d_lrelu_last")(hcur)
+    hcur = fast.leaky_relu(0.2, name="d_lrelu_last")(hcur)
     if dropout > 0:
         hcur = keras.layers.Dropout(dropout, name="d_drop_last")(hcur)
     hcur = drop(hcur, d_ref, "d_drop_reference")

@@ -1,9 +1,9 @@
-"""Seed-000 GAN for CSM eigenvectors: MLP generator, small conv critic, output transform.
+"""The CSM GAN of Fragnière (2022) on eigenvectors: MLP generator, small conv critic, output transform.
 
 Generator: ``z (B, latent_dim)`` -> [Dense h -> norm -> activation] for h in ``hidden`` ->
-Dense ``prod(sample_shape)`` -> Reshape ``sample_shape`` -> ``data.output_transform()``.
+Dense ``prod(sample_shape)`` -> Reshape ``sample_shape`` -> ``csm_output_transform(data)``.
 Critic: ``x (B, M, M, C)`` -> [Conv2D f, stride s -> LeakyReLU] for f in ``filters`` ->
-GlobalMaxPool -> Dense 1 (linear logits ``(B, 1)``). With ``sparse_pool_grad`` (default) and a last feature
+GlobalMaxPool -> Dense 1 (linear logits ``(B, 1)``). With ``train.fast`` (default) and a last feature
 map of at least ``SPARSE_MIN_POSITIONS`` positions (64 mics: 256; 16 mics: 16, too few to pay) the last two
 convs (or the only one), their LeakyReLUs and the pool are one ``ConvLeakyMaxPool`` layer: the same function
 and weights with a backward pass that works from the pooled positions (about half of a WGAN round's FLOPs).
@@ -17,7 +17,7 @@ import keras
 from keras import ops
 
 from gan_cli.core.errors import ConfigError
-from gan_cli.fast.activations import LeakyReLUFromOutput
+from gan_cli import fast as fast_mod
 from gan_cli.fast.conv_max_pool import SPARSE_MIN_POSITIONS, ConvLeakyMaxPool, pooled_positions
 
 LABEL_EMBEDDING = 32   # width of G's learned label (frequency line) embedding
@@ -138,14 +138,10 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
     slope = float(slope)
     dropout = float(_get(dcfg, "dropout", 0.0))
     spectral = bool(_get(dcfg, "spectral_norm", False))
-    # gan train's own layers (sparse_pool_grad=false: the plain Keras layers, as the throughput reference has):
-    # the last convs + LeakyReLUs + global max pool as one layer with a sparse backward pass (fast/conv_max_pool.py:
-    # same numbers, a fraction of the backward FLOPs) where the last feature map is large enough for it to pay;
-    # not with spectral norm
-    fast = _get(dcfg, "sparse_pool_grad", True)
-    if not isinstance(fast, bool):
-        raise ConfigError(f"model.discriminator.sparse_pool_grad must be true or false, got {fast!r}")
-    fast = fast and not spectral
+    # with train.fast (gan_cli.fast): the last convs + LeakyReLUs + global max pool as one layer with a sparse
+    # backward pass (same numbers, a fraction of the backward FLOPs) where the last feature map is large enough
+    # for it to pay; not with spectral norm
+    fast = fast_mod.enabled() and not spectral
     fused = fast and pooled_positions(shape[:2], len(filters), strides) >= SPARSE_MIN_POSITIONS
     if not hidden or not filters or any(int(h) < 1 for h in hidden + filters):
         raise ConfigError("model.generator.hidden and model.discriminator.filters must be non-empty lists of positive ints")
@@ -189,10 +185,9 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
             h = ConvLeakyMaxPool(int(f), kernel, strides, slope, name=f"d_conv{i}")(h)
             break
         h = sn(keras.layers.Conv2D(int(f), kernel, strides=strides, padding="same", name=f"d_conv{i}"))(h)
-        # gan train's LeakyReLUs differentiate from their outputs (same numbers; lets oneDNN fuse them into the
-        # convolution); sparse_pool_grad=false keeps the plain Keras layers
-        leaky = LeakyReLUFromOutput if fast else keras.layers.LeakyReLU
-        h = leaky(negative_slope=slope, name=f"d_lrelu{i}")(h)
+        # with train.fast the LeakyReLUs differentiate from their outputs (same numbers; lets oneDNN fuse them
+        # into the convolution)
+        h = (fast_mod.leaky_relu if fast else keras.layers.LeakyReLU)(negative_slope=slope, name=f"d_lrelu{i}")(h)
     else:
         h = keras.layers.GlobalMaxPooling2D(name="d_pool")(h)
     h = keras.layers.Identity(name="features")(h)  # read by feature matching (models/features.py)

@@ -8,7 +8,7 @@ import keras
 from omegaconf import DictConfig
 
 from gan_cli.core.errors import ConfigError
-from gan_cli.fast.activations import LeakyReLUFromOutput, ReLUFromOutput
+from gan_cli import fast
 from gan_cli.models.layers import Maxout, MinibatchDiscrimination, VirtualBatchNormalization
 from gan_cli.models.output import output_transform
 from gan_cli.models.reference import DEFAULT_REF_SIZE, drop, prepend
@@ -49,12 +49,12 @@ def _dense(units: int, spectral_norm: bool = False, **kwargs):
 
 
 def _activation(name: str) -> keras.layers.Layer:
-    """The activation layer ``name``; ReLU and LeakyReLU (slope 0.2) differentiate from their outputs, which
-    spares gradient penalties' double backpropagation a chain of zero products (``gan_cli/fast/activations.py``)."""
+    """The activation layer ``name``; with ``train.fast`` ReLU and LeakyReLU (slope 0.2) differentiate from their
+    outputs, which spares gradient penalties' double backpropagation a chain of zero products (gan_cli.fast)."""
     if name == "relu":
-        return ReLUFromOutput()
+        return fast.relu()
     if name == "leaky_relu":
-        return LeakyReLUFromOutput(0.2)
+        return fast.leaky_relu(0.2)
     return keras.layers.Activation(name)
 
 

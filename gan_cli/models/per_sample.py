@@ -6,7 +6,7 @@ layer must compute row ``i`` of its output from row ``i`` of its input alone (no
 minibatch features or reference batches) and draw no random numbers in training (no dropout). A
 whitelist of layer types, so that a new or custom layer keeps the per-update calls until listed here.
 ``GAN.batched_fakes`` also asks for a generator large enough for the one call to pay
-(``gan.BATCHED_FAKES_MIN_PARAMS``).
+(``gan_cli.fast.BATCHED_FAKES_MIN_PARAMS``).
 """
 
 from __future__ import annotations
@@ -34,4 +34,12 @@ _CONTAINERS = ("Functional", "Sequential")
 def rows_independent(model: keras.Model) -> bool:
     """True when every layer of ``model`` (nested ones included) is one of ``PER_SAMPLE_LAYERS``."""
     return all(isinstance(layer, PER_SAMPLE_LAYERS) or type(layer).__name__ in _CONTAINERS
-               for layer in model._flatten_layers(include_self=False, recursive=True))
+               for layer in _all_layers(model))
+
+
+def _all_layers(model):
+    """The layers of ``model``, and those of nested models, depth first."""
+    for layer in model.layers:
+        yield layer
+        if type(layer).__name__ in _CONTAINERS:
+            yield from _all_layers(layer)

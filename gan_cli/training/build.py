@@ -7,6 +7,8 @@ import os
 
 from omegaconf import DictConfig
 
+from gan_cli import fast as fast_mod
+
 
 def build_gan(cfg: DictConfig, data):
     """A compiled ``GAN`` for the resolved config ``cfg`` and dataset ``data``."""
@@ -21,7 +23,8 @@ def build_gan(cfg: DictConfig, data):
     keras.utils.set_random_seed(int(cfg.train.seed))
     conditional = bool(cfg.model.get("conditional", False))
     mixed = precision.compute_dtype(cfg.train.get("mixed_precision", False))
-    with precision.policy(mixed):  # half compute, float32 logits/samples/losses (gan_cli/training/precision.py)
+    fast = bool(cfg.train.get("fast", True))  # the speed tricks of gan_cli.fast, or their plain equivalents
+    with precision.policy(mixed), fast_mod.switch(fast):  # half compute, float32 logits/samples/losses (precision.py)
         generator, discriminator = get_builder(cfg.model.name)(cfg.model, data, int(cfg.latent.dim), conditional)
     if mixed:
         precision.float32_ends(generator, discriminator)
@@ -47,8 +50,9 @@ def build_gan(cfg: DictConfig, data):
               n_gen=int(cfg.train.n_gen), clip_value=cfg.loss.get("clip_value"),
               gp_weight=cfg.loss.get("gp_weight", 0.0), seed=int(cfg.train.seed),
               conditional=conditional, num_classes=data.num_classes, pack=int(cfg.model.get("pack", 1)),
-              **techniques.gan_kwargs(cfg), **extra)  # n_critic, slot_stride and the stabilisation options
-    optimizers = [build_optimizer(cfg.optimizer.generator), build_optimizer(cfg.optimizer.discriminator)]
+              fast=fast, **techniques.gan_kwargs(cfg), **extra)  # n_critic, slot_stride and the stabilisation options
+    optimizers = [build_optimizer(cfg.optimizer.generator, fused=fast),
+                  build_optimizer(cfg.optimizer.discriminator, fused=fast)]
     optimizers = [precision.loss_scaled(o, mixed) for o in optimizers]
     gan.compile(*optimizers, steps_per_execution=steps_per_execution(cfg), jit_compile=jit_compile_for(cfg))
     return gan

@@ -26,6 +26,7 @@ import os
 from typing import Any, Callable, Iterator
 
 from gan_cli.core.errors import ConfigError
+from gan_cli.core.tf_context import tf_variable
 
 # One strategy object per kind and process, reused by every run in it (a sweep's jobs in one
 # process): each new MirroredStrategy restarts its collective-op keys, and a key that an earlier
@@ -160,12 +161,6 @@ def replica_share(grads: list) -> list:
     if r == 1:
         return grads
     return [None if g is None else g / r for g in grads]
-
-
-def tf_variable(v):
-    """The ``tf.Variable`` behind a Keras variable (a plain ``tf.Variable`` as it is)."""
-    tf_var = getattr(v, "value", v)
-    return v if callable(tf_var) else tf_var  # a plain tf.Variable's .value is a method
 
 
 def assign_everywhere(variables: list, fn: Callable[[Any], Any]) -> None:

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from gan_cli import fast as fast_mod
 from gan_cli.training.distribute import assign_everywhere, replica_rows, replica_share, step_logs
 from gan_cli.core.errors import ConfigError
 from gan_cli.training.ema import make_ema_generator, update_ema
@@ -25,20 +26,6 @@ from gan_cli.training.unroll import unrolled_weights
 
 # First component of the stateless seed per random purpose (second component: the slot counter).
 _LATENT, _LABELS, _EPSILON = 0, 1, 2
-# A round runs its discriminator updates unrolled in the graph when the networks together have fewer than
-# UNROLL_MAX_PARAMS weights and n_critic is at most UNROLL_MAX_N_CRITIC, otherwise in a graph loop.
-# Measured on the bench experiments (docs/performance.md): for small networks the loop's per-iteration
-# overhead and serialisation cost 8-10% of the steps/s (bench_ring 313 -> 343 steps/s unrolled, with
-# WGAN-GP 221 -> 238, on a 2-core AMX CPU) and tracing a few small updates is quick; for large ones the
-# rate is the same within noise and the loop traces and optimises one update instead of n_critic (bench_csm's
-# first step 23.5 s -> 13.8 s after the command on a 2-core AVX2 CPU).
-UNROLL_MAX_PARAMS = 1_000_000
-UNROLL_MAX_N_CRITIC = 10
-# A generator with at least this many weights makes a round's n_critic fake batches in one call (GAN.critic_fakes):
-# one (n_critic * B)-row pass reads its weights once instead of n_critic times. Measured (2-core CPU, docs/performance.md):
-# bench_csm's 9.1M-weight generator +9% steps/s; bench_ring's 17k-weight one -17%, as its
-# per-update calls inside the critic loop overlap with the previous update's critic work.
-BATCHED_FAKES_MIN_PARAMS = 1_000_000
 
 
 class GAN(keras.Model):
@@ -62,7 +49,8 @@ class GAN(keras.Model):
                  n_critic: int = 1, n_gen: int = 1, clip_value: float | None = None, gp_weight: float = 0.0,
                  seed: int = 0, conditional: bool = False, num_classes: int = 0, pack: int = 1,
                  feature_matching: float = 0.0, feature_matching_only: bool = False, r1_weight: float = 0.0,
-                 unroll_steps: int = 0, g_ema: float = 0.0, slot_stride: int | None = None, **kwargs):
+                 unroll_steps: int = 0, g_ema: float = 0.0, slot_stride: int | None = None, fast: bool = True,
+                 **kwargs):
         super().__init__(**kwargs)
         self.generator, self.discriminator = generator, discriminator
         self.loss_pair, self.loss_params = loss, dict(loss_params)
@@ -83,12 +71,12 @@ class GAN(keras.Model):
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         self._init_techniques(feature_matching, feature_matching_only, r1_weight, unroll_steps, g_ema, slot_stride)
-        # one generator call for a round's n_critic fake batches where that gives the same samples and pays
-        # (train_step, critic_fakes)
-        self.batched_fakes = (rows_independent(self.generator)
-                              and self.generator.count_params() >= BATCHED_FAKES_MIN_PARAMS)
-        # small networks: the round's critic updates unrolled rather than in a graph loop (unroll_critic)
-        self.small_networks = self.generator.count_params() + self.discriminator.count_params() < UNROLL_MAX_PARAMS
+        # train.fast (gan_cli.fast): one generator call for a round's n_critic fake batches where that gives the
+        # same samples and pays (train_step, critic_fakes), and small networks' critic updates unrolled
+        self.fast = bool(fast)
+        self.batched_fakes = fast_mod.batched_fakes(self.generator.count_params(), rows_independent(self.generator),
+                                                    self.fast)
+        self.n_params = self.generator.count_params() + self.discriminator.count_params()
 
     def _init_techniques(self, feature_matching, feature_matching_only, r1_weight, unroll_steps, g_ema, slot_stride):
         """Stabilisation options (docs/techniques.md).
@@ -291,9 +279,9 @@ class GAN(keras.Model):
         return g_loss
 
     def unroll_critic(self) -> bool:
-        """Whether ``train_step`` unrolls the round's ``n_critic`` updates (else a graph loop; ``UNROLL_MAX_PARAMS``).
+        """Whether ``train_step`` unrolls the round's ``n_critic`` updates (else a graph loop; gan_cli.fast).
         Read at tracing time: ``n_critic`` changes between the segments of a critic schedule."""
-        return self.n_critic <= 1 or (self.small_networks and self.n_critic <= UNROLL_MAX_N_CRITIC)
+        return fast_mod.unroll_critic(self.n_params, self.n_critic, self.fast)
 
     def train_step(self, data):
         # labelled data arrives as (x, y); an unconditional model ignores the labels

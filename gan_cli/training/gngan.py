@@ -180,12 +180,14 @@ def build_encoder(cfg: DictConfig, data: Any, latent_dim: int) -> keras.Model:
 
 def gngan_parts(cfg: DictConfig, data: Any) -> tuple[type, dict]:
     """``(GNGAN, extra constructor kwargs)`` for ``build_gan``: the encoder and its optimizer."""
+    from gan_cli import fast
     from gan_cli.training import precision
     from gan_cli.training.optimizers import build_optimizer
 
     mixed = precision.compute_dtype(cfg.train.get("mixed_precision", False))
-    with precision.policy(mixed):
+    on = bool(cfg.train.get("fast", True))
+    with precision.policy(mixed), fast.switch(on):
         encoder = build_encoder(cfg.model, data, int(cfg.latent.dim))
     # the generator's settings (a separate instance)
-    optimizer = precision.loss_scaled(build_optimizer(cfg.optimizer.generator), mixed)
+    optimizer = precision.loss_scaled(build_optimizer(cfg.optimizer.generator, fused=on), mixed)
     return GNGAN, {"encoder": encoder, "e_optimizer": optimizer}

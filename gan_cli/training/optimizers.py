@@ -15,7 +15,7 @@ def build_optimizer(cfg: Mapping[str, Any], fused: bool = True):
     2014: 0.5 rising to 0.7; ``momentum_epochs`` is turned into ``momentum_steps`` by
     ``config.resolve``, which knows the data set's size). SGD with ``lr_decay`` divides its
     learning rate by that factor at every update, down to ``lr_min`` (the authors' 1.000004, 1e-6). RMSprop is ``FusedRMSprop`` (Keras's rule and state, one TensorFlow
-    kernel per weight) unless ``fused`` is false (the throughput benchmark's reference: plain Keras).
+    kernel per weight) unless ``fused`` is false (``train.fast=false``: plain Keras).
     """
     import keras
 

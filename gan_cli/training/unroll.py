@@ -35,6 +35,10 @@ def base_optimizer(optimizer):
 
 
 def _slots(optimizer, variables, attribute: str) -> list[tf.Tensor] | None:
+    # Keras 3 keeps an optimizer's per-weight state in private lists (``_momentums``, ``_velocities``, ...)
+    # indexed by ``_get_variable_index``; it has no public accessor, and the unrolled look-ahead must start
+    # from that state. tests/test_training_techniques.py checks the look-ahead against the optimizer's own
+    # updates, so a Keras release that renames them fails there, not silently.
     slots = getattr(optimizer, attribute, None) or None
     if slots is None:
         return None
