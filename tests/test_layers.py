@@ -12,7 +12,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "gan_cli"
 # bottom to top
-LAYERS = ("core", "fast", "config", "data", "models", "losses", "metrics", "training", "run", "callbacks", "report",
+LAYERS = ("core", "fast", "losses", "config", "data", "models", "metrics", "training", "run", "callbacks", "report",
           "job", "cli")
 
 

@@ -104,3 +104,12 @@ def test_ramped_momentum_sgd_matches_numpy():
         m = mu * m - 0.1 * g
         x = x + m
         assert float(w.numpy()[0]) == pytest.approx(x, rel=1e-6)
+
+
+def test_every_loss_family_has_its_functions_and_properties():
+    """gan_cli.losses.FAMILIES (what configs may name) and the registry of functions list the same families."""
+    from gan_cli.losses import FAMILIES
+
+    assert set(losses.LOSSES) == set(FAMILIES)
+    assert losses.get_loss("wgan").clips_weights and not losses.get_loss("wgan_gp").clips_weights
+    assert losses.get_loss("wgan_gp").gradient_penalty and not losses.get_loss("hinge").gradient_penalty

@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from gan_cli.core import streams
 from gan_cli.callbacks.snapshots import snapshot_extras
 from gan_cli.run.checkpoint import save_checkpoint
 
@@ -20,13 +21,12 @@ def _clean(value):
     return value if math.isfinite(value) else None
 
 
-EVAL_SEED_OFFSET = 12345  # evaluation noise: seed train.seed + this, the same batch at every evaluation
 
 
 def evaluation_samples(gan, cfg, n: int):
     """The fixed evaluation batch: ``n`` samples (and labels) that every evaluation, ``gan evaluate``
     included, scores, so logged and re-evaluated metrics agree."""
-    return gan.sample(n, seed=int(cfg.train.seed) + EVAL_SEED_OFFSET)
+    return gan.sample(n, seed=int(cfg.train.seed) + streams.EVAL_NOISE)  # the same batch at every evaluation
 
 
 class NonFiniteLoss(RuntimeError):

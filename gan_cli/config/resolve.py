@@ -21,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from gan_cli.config.optimizer import validate_optimizer
 from gan_cli.config.techniques import check_model_techniques, check_training_techniques
 from gan_cli.core.errors import ConfigError
+from gan_cli.losses import FAMILIES as LOSS_FAMILIES
 
-LOSS_NAMES = ("gan", "nsgan", "mlgan", "lsgan", "wgan", "wgan_gp", "hinge", "gngan")
 
 # key -> (type, minimum, allow null)
 TRAIN_SCHEMA: dict[str, tuple[type, float | None, bool]] = {
@@ -146,11 +146,12 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"latent.distribution '{cfg.latent.distribution}' unknown; valid: gaussian, uniform")
 
     loss = cfg.loss
-    if loss.get("name") not in LOSS_NAMES:
-        raise ConfigError(f"unknown loss '{loss.get('name')}'; valid: {', '.join(LOSS_NAMES)}")
+    if loss.get("name") not in LOSS_FAMILIES:
+        raise ConfigError(f"unknown loss '{loss.get('name')}'; valid: {', '.join(LOSS_FAMILIES)}")
     _number("loss.label_smoothing", loss.get("label_smoothing", 1.0), 0.0, 1.0, low_open=True)
-    if loss.name in ("wgan", "wgan_gp", "hinge", "gngan") and loss.get("label_smoothing", 1.0) != 1.0:
-        raise ConfigError(f"loss.label_smoothing applies to gan, nsgan, mlgan and lsgan, not {loss.name}; remove it")
+    if not LOSS_FAMILIES[loss.name].get("label_smoothing") and loss.get("label_smoothing", 1.0) != 1.0:
+        smoothed = [name for name, props in LOSS_FAMILIES.items() if props.get("label_smoothing")]
+        raise ConfigError(f"loss.label_smoothing applies to {', '.join(smoothed)}, not {loss.name}; remove it")
     if "clip_value" in loss:
         _number("loss.clip_value", loss.clip_value, 0.0, low_open=True)
     if "gp_weight" in loss:

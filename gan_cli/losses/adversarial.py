@@ -15,6 +15,7 @@ from typing import Callable
 import tensorflow as tf
 
 from gan_cli.core.errors import ConfigError
+from gan_cli.losses import FAMILIES
 
 
 def _bce_real(logits: tf.Tensor, target: float) -> tf.Tensor:
@@ -153,19 +154,23 @@ class LossPair:
     discriminator: Callable[..., tf.Tensor]
     clips_weights: bool = False      # WGAN: clip critic weights after each critic update
     gradient_penalty: bool = False   # WGAN-GP
-    uses_label_smoothing: bool = True
+
+
+def _pair(name: str, generator: Callable[..., tf.Tensor], discriminator: Callable[..., tf.Tensor]) -> LossPair:
+    """The LossPair of family ``name`` with the properties ``FAMILIES`` gives it."""
+    props = FAMILIES[name]
+    return LossPair(name, generator, discriminator, clips_weights=props.get("clips_weights", False),
+                    gradient_penalty=props.get("gradient_penalty", False))
 
 
 LOSSES: dict[str, LossPair] = {
-    "gan": LossPair("gan", gan_generator_loss, gan_discriminator_loss),
-    "nsgan": LossPair("nsgan", nsgan_generator_loss, nsgan_discriminator_loss),
-    "mlgan": LossPair("mlgan", mlgan_generator_loss, mlgan_discriminator_loss),
-    "lsgan": LossPair("lsgan", lsgan_generator_loss, lsgan_discriminator_loss),
-    "wgan": LossPair("wgan", wgan_generator_loss, wgan_discriminator_loss, clips_weights=True,
-                     uses_label_smoothing=False),
-    "wgan_gp": LossPair("wgan_gp", wgan_gp_generator_loss, wgan_gp_discriminator_loss, gradient_penalty=True,
-                        uses_label_smoothing=False),
-    "hinge": LossPair("hinge", hinge_generator_loss, hinge_discriminator_loss, uses_label_smoothing=False),
+    "gan": _pair("gan", gan_generator_loss, gan_discriminator_loss),
+    "nsgan": _pair("nsgan", nsgan_generator_loss, nsgan_discriminator_loss),
+    "mlgan": _pair("mlgan", mlgan_generator_loss, mlgan_discriminator_loss),
+    "lsgan": _pair("lsgan", lsgan_generator_loss, lsgan_discriminator_loss),
+    "wgan": _pair("wgan", wgan_generator_loss, wgan_discriminator_loss),
+    "wgan_gp": _pair("wgan_gp", wgan_gp_generator_loss, wgan_gp_discriminator_loss),
+    "hinge": _pair("hinge", hinge_generator_loss, hinge_discriminator_loss),
 }
 
 
@@ -174,7 +179,7 @@ def _register_gngan() -> None:
     objectives in ``gan_cli.losses.gngan``; these registry entries are their logit-only parts."""
     from gan_cli.losses.gngan import gngan_discriminator_loss, gngan_generator_loss
 
-    LOSSES["gngan"] = LossPair("gngan", gngan_generator_loss, gngan_discriminator_loss, uses_label_smoothing=False)
+    LOSSES["gngan"] = _pair("gngan", gngan_generator_loss, gngan_discriminator_loss)
 
 
 _register_gngan()

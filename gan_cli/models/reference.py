@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from gan_cli.core import streams
 from gan_cli.models.layers import DropReference, ReferenceBatch
 
-# seed offsets so that G's noise, D's real rows and the training stream never share a generator
-_G_OFFSET, _D_OFFSET = 7919, 104729
 DEFAULT_REF_SIZE = 64
 
 
@@ -49,7 +48,7 @@ def fill_reference_batches(generator, discriminator, data: Any, latent_distribut
     if "z" in g_layers:
         z_layer = g_layers["z"]
         n, latent_dim = z_layer.n_ref, int(z_layer.reference.shape[-1])
-        rng = np.random.default_rng(seed + _G_OFFSET)
+        rng = np.random.default_rng(seed + streams.REFERENCE_NOISE)
         if latent_distribution == "uniform":
             z = rng.uniform(-1.0, 1.0, (n, latent_dim))
         else:
@@ -60,7 +59,7 @@ def fill_reference_batches(generator, discriminator, data: Any, latent_distribut
     if "x" in d_layers:
         x_layer = d_layers["x"]
         n = x_layer.n_ref
-        x, y = data.real_samples(n * pack, seed + _D_OFFSET)
+        x, y = data.real_samples(n * pack, seed + streams.REFERENCE_ROWS)
         x = np.asarray(x, np.float32).reshape((n, *x_layer.reference.shape[1:]))  # packs of `pack` rows
         x_layer.reference.assign(x)
         if "y" in d_layers and y is not None:

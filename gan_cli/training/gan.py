@@ -16,16 +16,14 @@ import numpy as np
 import tensorflow as tf
 
 from gan_cli import fast as fast_mod
+from gan_cli.core import streams
 from gan_cli.training.distribute import assign_everywhere, replica_rows, replica_share, step_logs
-from gan_cli.core.errors import ConfigError
 from gan_cli.training.ema import make_ema_generator, update_ema
 from gan_cli.losses.adversarial import LossPair, feature_matching_loss, gradient_penalty, r1_penalty
 from gan_cli.models.features import feature_model
 from gan_cli.models.per_sample import rows_independent
 from gan_cli.training.unroll import unrolled_weights
 
-# First component of the stateless seed per random purpose (second component: the slot counter).
-_LATENT, _LABELS, _EPSILON = 0, 1, 2
 
 
 class GAN(keras.Model):
@@ -60,11 +58,7 @@ class GAN(keras.Model):
         self.gp_weight = float(gp_weight) if loss.gradient_penalty else 0.0
         self.seed = int(seed)
         self.conditional, self.num_classes = bool(conditional), int(num_classes)
-        self.pack = int(pack)
-        if self.pack < 1:
-            raise ConfigError(f"model.pack must be >= 1, got {pack}")
-        if self.pack > 1 and self.conditional:
-            raise ConfigError("model.pack > 1 (PacGAN) does not support model.conditional=true; use model.pack=1")
+        self.pack = int(pack)  # >= 1, unconditional when > 1 (checked with the config: gan_cli.config.resolve)
         # one increment per round also under tf.distribute (each replica runs train_step)
         self.round = tf.Variable(0, dtype=tf.int64, trainable=False, name="round",
                                  aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -114,9 +108,9 @@ class GAN(keras.Model):
 
     # ---- randomness ---------------------------------------------------------------
     def _key(self, purpose: int, slot) -> tf.Tensor:
-        return tf.stack([tf.constant(self.seed * 8 + purpose, tf.int64), tf.cast(slot, tf.int64)])
+        return tf.stack([tf.constant(self.seed * streams.STATELESS_PURPOSES + purpose, tf.int64), tf.cast(slot, tf.int64)])
 
-    def latent(self, batch, slot, purpose: int = _LATENT) -> tf.Tensor:
+    def latent(self, batch, slot, purpose: int = streams.LATENT) -> tf.Tensor:
         """Noise ``(batch, latent_dim)``: N(0, I) or U[-1, 1], keyed on ``(purpose, slot)`` (under
         tf.distribute: this replica's rows of the global batch's noise, ``distribute.replica_rows``)."""
         def draw(n):
@@ -128,12 +122,12 @@ class GAN(keras.Model):
         return replica_rows(draw, batch)
 
     def random_labels(self, batch, slot) -> tf.Tensor:
-        return replica_rows(lambda n: tf.random.stateless_uniform(tf.reshape(n, [1]), self._key(_LABELS, slot), 0,
+        return replica_rows(lambda n: tf.random.stateless_uniform(tf.reshape(n, [1]), self._key(streams.LABELS, slot), 0,
                                                                   self.num_classes, dtype=tf.int32), batch)
 
     def _epsilon(self, batch, slot) -> tf.Tensor:
         """Gradient-penalty interpolation weights ``(batch,)`` from U[0, 1)."""
-        return replica_rows(lambda n: tf.random.stateless_uniform(tf.reshape(n, [1]), self._key(_EPSILON, slot)), batch)
+        return replica_rows(lambda n: tf.random.stateless_uniform(tf.reshape(n, [1]), self._key(streams.GP_EPSILON, slot)), batch)
 
     # ---- networks -----------------------------------------------------------------
     def generate(self, z, labels=None, training: bool = False):

@@ -32,15 +32,13 @@ import keras
 import tensorflow as tf
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gan_cli.core import streams
 from gan_cli.training.distribute import replica_share
 from gan_cli.core.errors import ConfigError
 from gan_cli.training.gan import GAN
 from gan_cli.losses.adversarial import feature_matching_loss, r1_penalty
 from gan_cli.losses.gngan import (autoencoder_loss, discriminator_loss, gradient_matching, interpolate_penalty,
                                   probability_and_gradient)
-
-# stateless-RNG purpose of the auto-encoder step's noise (the base class uses 0-2: noise, labels, GP weights)
-_AE_NOISE = 7
 
 DEFAULTS = {"alpha": 0.05, "lambda_r": 1.0, "lambda_p": 1.0, "lambda_m1": 1.0, "lambda_m2": 1.0,
             "sigma_z": 1.0, "sigma_x": 1.0}
@@ -50,10 +48,7 @@ class GNGAN(GAN):
     """``GAN`` plus an encoder ``E`` ``(B, *sample_shape) -> (B, latent_dim)`` and GN-GAN's objectives."""
 
     def __init__(self, *args, encoder: keras.Model, e_optimizer, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.conditional or self.pack != 1:
-            raise ConfigError("loss=gngan needs an unconditional, unpacked model; set model.conditional=false "
-                              "and model.pack=1")
+        super().__init__(*args, **kwargs)  # unconditional and unpacked (gan_cli.config.techniques)
         self.encoder, self.e_optimizer = encoder, e_optimizer
         self.hp = {k: float(self.loss_params.get(k, v)) for k, v in DEFAULTS.items()}
         self.ae_loss_tracker = keras.metrics.Mean(name="ae_loss")
@@ -80,7 +75,7 @@ class GNGAN(GAN):
     # ---- the three phases ------------------------------------------------------------
     def ae_latent(self, batch, slot) -> tf.Tensor:
         """The auto-encoder step's noise ``(batch, latent_dim)`` (its own stream, keyed on the round)."""
-        return self.latent(batch, slot, purpose=_AE_NOISE)
+        return self.latent(batch, slot, purpose=streams.AE_NOISE)
 
     def ae_step(self, x, slot):
         """Phase 1: E, G <- min ||x - G(E(x))||^2 + lambda_r V_R(z, G(z)) on real ``x`` ``(B, *shape)``;
