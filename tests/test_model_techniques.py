@@ -315,7 +315,7 @@ def test_digits_runs_end_to_end(tmp_path, overrides):
     (["loss=gngan", "loss.alpha=1.5"], "loss.alpha must be in [0, 1]"),
     (["loss=gngan", "loss.sigma_x=0"], "loss.sigma_x must be in (0, inf)"),
     (["loss=gngan", "model=mlp", "model.pack=2"], "loss=gngan does not support PacGAN packing"),
-    (["loss=gngan", "+loss.label_smoothing=0.9"], "loss.label_smoothing applies to"),
+    (["loss=gngan", "loss.label_smoothing=0.9"], "loss.label_smoothing applies to"),
 ])
 def test_bad_input_exits_2(tmp_path, capsys, overrides, message):
     assert gan("train", *TINY, *overrides, f"hydra.run.dir={tmp_path / 'run'}") == 2

@@ -24,7 +24,7 @@ GNGAN_KEYS: dict[str, tuple[float, float | None, bool]] = {
     "sigma_z": (0.0, None, True),
     "sigma_x": (0.0, None, True),
 }
-GNGAN_OTHER_KEYS = ("name", "default_optimizer", "default_n_critic")
+GNGAN_OTHER_KEYS = ("name", "default_optimizer", "default_n_critic", "label_smoothing")
 
 
 def _int(where: str, value: Any, minimum: int, hint: str) -> int:
