@@ -5,6 +5,7 @@
     python benchmarks/throughput.py --reference-onednn --out benchmarks/results/throughput.md
     python benchmarks/throughput.py --variants default mixed --out benchmarks/results/throughput.md  # a CPU
     python benchmarks/throughput.py --variants fp32 mixed xla mixed+xla --steps ring=500 csm=200   # a GPU
+    python benchmarks/throughput.py --whole-process --sweep-jobs 8   # whole processes, what a user waits for
 
 Cases (``--cases``): ``ring`` = ``experiment=bench_ring`` (ring data, ReLU MLPs 2-128-128, batch 256,
 WGAN n_critic 5, RMSProp 5e-5, clip 0.01), ``csm`` = ``experiment=bench_csm`` (seed 000's csm_mlp
@@ -24,6 +25,9 @@ same seed, so both sides train identical networks on the same data with the same
 ``gan train``: ``gan_cli.job.train.train``, the real code path (data, ``build_gan``, the fused step,
 callbacks, checkpoint and evaluation at the end), with evaluation and checkpoints only at the end as
 in the bench experiments.
+
+Whole processes (``--whole-process``): ``gan train`` and a keras-io-style script (benchmarks/keras_io_ring.py),
+each a whole process from the command to its exit, phase by phase; see benchmarks/whole_process.py.
 
 Processes: every timed run is a fresh process (``--worker``) with its side's environment: the
 reference gets the caller's environment, i.e. TensorFlow's defaults as a user's own script gets them;
@@ -593,7 +597,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-startup", action="store_true", help="skip the start-up (command to first step) timing")
     p.add_argument("--out", type=Path, default=None, help="also write the tables as Markdown to this file")
     p.add_argument("--worker", choices=[*SIDES, "matmul"], help=argparse.SUPPRESS)  # internal: one timed run
+    p.add_argument("--whole-process", action="store_true",
+                   help="time whole processes instead (benchmarks/whole_process.py): `gan train experiment=bench_ring` "
+                        "against benchmarks/keras_io_ring.py, phase by phase; --overrides go to gan train only")
+    p.add_argument("--whole-steps", nargs="+", type=int, default=[2000, 10000], metavar="N",
+                   help="--whole-process: steps per run (default 2000 10000)")
+    p.add_argument("--sweep-jobs", type=int, default=0, metavar="K",
+                   help="--whole-process: also time a joblib sweep of K short jobs (the per-job overhead)")
+    p.add_argument("--sweep-steps", type=int, default=200, help="--whole-process: steps per sweep job (default 200)")
     args = p.parse_args(argv)
+    if args.whole_process:
+        from whole_process import main as whole_process
+
+        return whole_process(args, "python benchmarks/throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     try:
         parse_steps(args.steps)
     except ValueError as e:

@@ -28,6 +28,9 @@ def ring_run(tmp_path_factory):
     run_dir = root / "run"
     out = run_gan(["train", "loss=wgan", *TINY, "train.report=true", f"hydra.run.dir={run_dir}"], cwd=root)
     assert out.returncode == 0, out.stderr[-3000:]
+    from gan_cli.report import background
+
+    assert background.wait(run_dir, timeout=300)  # the report is drawn in the background after DONE
     return run_dir, out
 
 
@@ -43,8 +46,10 @@ def test_train_writes_run_folder(ring_run):
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["ckpt_00000010.h5", "ckpt_00000020.h5"]
     assert len(list((run_dir / "samples").glob("step_*.npz"))) == 2
     assert "done: step 20" in out.stderr
-    # the run report is written at the end of gan train
+    # the run report is written after gan train (a background process started after DONE)
     assert (run_dir / "report.html").is_file() and "report:" in out.stderr
+    assert not (run_dir / "report.pending").exists() and "report:" in (run_dir / "report.log").read_text()
+    assert (run_dir / "DONE").stat().st_mtime <= (run_dir / "report.html").stat().st_mtime  # DONE first
     resolved = (run_dir / "resolved_config.yaml").read_text()
     # loss=wgan resolves to seed 000's recommendations
     assert "name: rmsprop" in resolved and "n_critic: 5" in resolved and "clip_value: 0.01" in resolved
@@ -78,11 +83,14 @@ def test_sample_and_evaluate_reject_bad_flags(ring_run, tmp_path):
 
 def test_multirun_two_jobs(tmp_path):
     sweep = tmp_path / "sweep"
-    out = run_gan(["train", "-m", "train.seed=0,1", *TINY, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    out = run_gan(["train", "-m", "train.seed=0,1", *TINY, "train.report=true", f"hydra.sweep.dir={sweep}"],
+                  cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     for job in ("0", "1"):
         assert (sweep / job / "DONE").is_file()
         assert (sweep / job / "metrics.jsonl").is_file()
+        # each job's report was drawn in the background while the sweep went on; the sweep waited for them
+        assert (sweep / job / "report.html").is_file() and not (sweep / job / "report.pending").exists()
     assert "train.seed=1" in (sweep / "1" / ".hydra" / "overrides.yaml").read_text()
     out = run_gan(["sweep-report", str(sweep), "--sort", "modes"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -24,6 +24,9 @@ def csm_run(tmp_path_factory):
     out = run_gan(["train", "loss=wgan", "dataset=csm", "model=csm_mlp", *SMALL_CSM, *TINY_RUN,
                    f"hydra.run.dir={run_dir}"], cwd=root)
     assert out.returncode == 0, out.stderr[-3000:]
+    from gan_cli.report import background
+
+    assert background.wait(run_dir, timeout=300)  # the report is drawn in the background after DONE
     return run_dir, out
 
 

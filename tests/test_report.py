@@ -248,3 +248,58 @@ def test_tensorboard_callback_writes_losses_metrics_and_images(tmp_path):
     assert "_hparams_/session_start_info" in tags  # the config in TensorBoard's HParams tab
     assert tags["metrics/kl"] == {10, 20} and "metrics/js" in tags
     assert tags["samples"] == {10, 20}
+
+
+# ------------------------------------------------------------------------------------ background report
+def test_background_report_is_complete_when_its_marker_is_gone(ring_run, tmp_path):
+    """``gan train``'s report process: report.pending while it draws, report.html complete once it is gone."""
+    from gan_cli.report import background
+
+    run = tmp_path / "run"
+    shutil.copytree(ring_run, run)
+    (run / "report.html").unlink(missing_ok=True)
+    pid = background.start(run)
+    assert (run / "report.pending").read_text().strip() == str(pid) and background.pending(run)
+    assert background.wait(run, timeout=300)
+    assert not (run / "report.pending").exists()
+    assert "modes" in (run / "report.html").read_text() and "report:" in (run / "report.log").read_text()
+    assert {"toy2d_samples.png", "toy2d_training.gif"} <= {p.name for p in (run / "report").iterdir()}
+
+
+def test_background_report_failure_says_how_to_redo_it(tmp_path):
+    from gan_cli.report import background
+
+    run = tmp_path / "run"
+    run.mkdir()  # no resolved_config.yaml or metrics: write_report fails with a UserError
+    background.start(run)
+    assert background.wait(run, timeout=120)
+    log = (run / "report.log").read_text()
+    assert "could not write the report" in log and f"gan report {run}" in log and "Traceback" not in log
+    assert not (run / "report.pending").exists()
+
+
+def test_a_marker_left_by_a_dead_worker_is_not_waited_for(tmp_path):
+    import subprocess
+
+    from gan_cli.report import background
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    (tmp_path / "report.pending").write_text(f"{proc.pid}\n")
+    assert not background.pending(tmp_path) and background.wait(tmp_path, timeout=1)
+
+
+def test_which_runs_draw_their_report_in_the_background(tmp_path):
+    """train.report=true: after DONE, by its own process; with train.logger=mlflow (which uploads the report when
+    training ends) before training returns; train(report_later=True) leaves it to the caller."""
+    from gan_cli.report import background
+
+    assert background.in_background(compose(TINY + ["train.report=true"]))
+    assert not background.in_background(compose(TINY))  # TINY: train.report=false
+    assert not background.in_background(compose(TINY + ["train.report=true", "train.logger=mlflow"]))
+    from gan_cli.job.train import train
+
+    run = tmp_path / "run"
+    train(compose(TINY + ["train.report=true", "train.steps=10"]), run, report_later=True)
+    assert (run / "metrics.jsonl").is_file() and not (run / "report.html").exists()
+

@@ -62,12 +62,15 @@ def app(cfg: DictConfig):
             quiet_tensorflow()  # no-op when the command line already imported it
             from gan_cli.job.train import train
 
-            result = train(cfg, run_dir)
+            result = train(cfg, run_dir, report_later=True)
         objective = cfg.get("metrics", {}).get("objective")
         if objective is not None:
             from gan_cli.run import objective as objective_mod
             result = objective_mod.value(objective, run_dir, str(cfg.dataset.get("name")))
         (run_dir / "DONE").write_text("ok\n")
+        from gan_cli.report import background
+
+        background.after_done(cfg, run_dir)  # train.report: drawn by a process of its own from now on
         return result
     except Exception as exc:  # noqa: BLE001 - reported as one line, sweep continues
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

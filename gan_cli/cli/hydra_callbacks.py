@@ -7,7 +7,8 @@
 * a sweep (``on_multirun_start``): every job of the sweep (Hydra's own override parser expands the
   sweep; each job is composed with ``hydra.compose``, so ``--config-dir`` and ``hydra.searchpath``
   apply) and every value of an Optuna search space (``hydra.sweeper.params``), then the sweep folder;
-* after a sweep (``on_multirun_end``): the jobs that failed (their ``FAILED`` files) are named with
+* after a sweep (``on_multirun_end``): the jobs' reports still being drawn in the background are waited for
+  (``gan_cli.report.background``), then the jobs that failed (their ``FAILED`` files) are named with
   their one-line causes and the command exits non-zero.
 
 Hydra turns an exception in a callback into a warning and carries on, so a failed check is raised
@@ -183,6 +184,10 @@ class RunChecks(Callback):
     @staticmethod
     def _multirun_end(config: DictConfig) -> None:
         sweep = Path(str(config.hydra.sweep.dir))
+        from gan_cli.report import background
+
+        for marker in sweep.rglob(background.PENDING):  # the jobs' reports, drawn while later jobs trained
+            background.wait(marker.parent)
         failed = sorted(sweep.rglob("FAILED"), key=lambda p: [int(s) if s.isdigit() else s for s in p.parent.parts])
         if not failed:
             return

@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
 
     cfg = OmegaConf.load(cfg_path)
     try:
-        metrics = train(cfg, Path(run_dir))
+        metrics = train(cfg, Path(run_dir), report_later=True)  # the parent job starts the report after DONE
         result = {"metrics": metrics}
     except Exception as exc:  # noqa: BLE001 - handed back to the parent job as one line
         if not isinstance(exc, errors.UserError):
@@ -79,4 +79,12 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    # the job's files are closed and its result written: skip the interpreter's teardown with TensorFlow
+    # loaded (seconds that every job of the sweep would wait for; gan_cli.cli.main._finished)
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

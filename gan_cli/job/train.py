@@ -24,6 +24,7 @@ from gan_cli.config.resolve import with_train_defaults
 from gan_cli.core.errors import UserError
 from gan_cli.data.build import build_dataset
 from gan_cli.metrics import evaluator_for
+from gan_cli.report import background
 from gan_cli.training.build import block_rounds, build_gan, device_line, steps_per_execution
 
 
@@ -209,11 +210,16 @@ def resolve_for_this_machine(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = False) -> dict:
+def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = False,
+          report_later: bool = False) -> dict:
     """Train the GAN described by ``cfg`` into ``run_dir`` (default: Hydra's run folder).
 
     With ``resume=True`` continue from the newest checkpoint in ``run_dir``. Returns the
     final metrics (losses and quality metrics of the last evaluation).
+
+    ``train.report=true``: the report is written before returning, unless ``report_later`` is set and
+    ``gan_cli.report.background.in_background(cfg)``: then the caller starts it in a process of its own once
+    it has marked the run done (``background.after_done``), as ``gan train`` and ``gan resume`` do.
 
     Faults: Ctrl-C (SIGINT, exit 130) and SIGTERM (exit 143) stop after the current compiled
     call, write a final checkpoint and print how to resume; a NaN/Inf loss or weight stops
@@ -244,7 +250,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = Fal
     if determinism:
         tf.config.experimental.enable_op_determinism()
     try:
-        return _train(cfg, data, run_dir, resume)
+        return _train(cfg, data, run_dir, resume, report_later)
     except OSError as exc:
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         raise UserError(f"cannot write the run folder {run_dir}: {exc.strerror or exc}{where}; "
@@ -254,7 +260,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = Fal
             disable_op_determinism()
 
 
-def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
+def _train(cfg: DictConfig, data, run_dir: Path, resume: bool, report_later: bool = False) -> dict:
     from gan_cli.callbacks.monitor import NonFiniteLoss, RunMonitor, weights_finite
     from gan_cli.run.checkpoint import checkpoint_path, latest_checkpoint, remove_partial, restore, save_checkpoint
 
@@ -383,7 +389,7 @@ def _train(cfg: DictConfig, data, run_dir: Path, resume: bool) -> dict:
     print(f"done: step {final['step']} in {time.time() - t_start:.1f}s: {summary}", file=sys.stderr)
     if tensorboard is not None:
         tensorboard.close()  # logs a final row evaluated outside fit
-    if cfg.train.report:
+    if cfg.train.report and not (report_later and background.in_background(cfg)):
         _write_report(run_dir)
     if tracker is not None:
         tracker.finish(gan)
