@@ -186,3 +186,21 @@ def test_data_command(tmp_path, capsys):
     with pytest.raises(ConfigError, match="unknown microphone array"):
         generate_command(str(tmp_path / "e.h5"), False, ["array=nope"])
     assert not Path(tmp_path / "e.h5").exists()
+
+
+def test_csm_yaml_states_the_constructors_defaults():
+    """conf/dataset/csm.yaml and CsmDataset (whose simulation defaults are SimParams') agree on every key,
+    so the data a Python caller gets with defaults is the data `gan train dataset=csm` gets."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from gan_cli.data.csm import CsmDataset
+    from gan_cli.data.csm_cli import SIM_KEYS, dataset_yaml
+
+    yaml = OmegaConf.to_container(OmegaConf.load(dataset_yaml()))
+    params = inspect.signature(CsmDataset.__init__).parameters
+    keys = [k for k in yaml if k not in ("defaults", "_target_")]
+    assert sorted(keys) == sorted(p for p in params if p != "self")
+    assert {k: yaml[k] for k in keys} == {k: params[k].default for k in keys}
+    assert set(SIM_KEYS) <= set(keys)

@@ -29,6 +29,7 @@ import numpy as np
 
 from gan_cli.data.base import GanDataset, data_cache_dir
 from gan_cli.core.errors import ConfigError, DataError, UserError
+from gan_cli.data.csm_sim import SimParams
 
 REPRESENTATIONS = ("eigenvectors", "eigmode", "csm")
 EIG_DB_SCALE = 100.0     # dB per unit of the eigmode eigenvalue channel
@@ -38,6 +39,10 @@ STREAM_CHUNK = 256       # samples per contiguous read when streaming
 STREAM_BUFFER = 10_000   # shuffle-buffer samples when streaming (capped at max_in_memory_mb / 4)
 STREAM_STATS = 10_000    # leading samples the statistics (mean spectrum) come from when streaming
 FREQ_RTOL = 1e-3         # a user-set frequency agrees with a file's within this relative tolerance
+
+
+# the simulation keys' defaults (SimParams); conf/dataset/csm.yaml states the same values
+_SIM = SimParams()
 
 
 class CsmDataset(GanDataset):
@@ -64,15 +69,14 @@ class CsmDataset(GanDataset):
     stream_buffer = STREAM_BUFFER
     stream_stats = STREAM_STATS
 
-    def __init__(self, name: str = "csm", path: str | None = None, array: Any = "tub_vogel64",
-                 aperture: float | None = 1.0, helmholtz: Any = None, frequency: Any = None,
-                 c: float = 343.0, mode: str = "wishart", snapshots: int = 1070, num_samples: int = 2000,
-                 max_sources: int = 10, reference_mic: int | None = None, seed: int = 0,
+    def __init__(self, name: str = "csm", path: str | None = None, array: Any = _SIM.array,
+                 aperture: float | None = _SIM.aperture, helmholtz: Any = None, frequency: Any = _SIM.frequency,
+                 c: float = _SIM.c, mode: str = _SIM.mode, snapshots: int = _SIM.snapshots,
+                 num_samples: int = _SIM.num_samples, max_sources: int = _SIM.max_sources,
+                 reference_mic: int | None = _SIM.reference_mic, seed: int = _SIM.seed,
                  representation: str | None = None, freq_index: Any = 0, max_samples: int | None = None,
                  orthonormal: bool = False, canonical_phase: bool = True, eval_samples: int = 400,
                  eval_grid: int = 21, max_in_memory_mb: float | None = 2048):
-        from gan_cli.data.csm_sim import SimParams
-
         self.name = name
         if representation is not None and representation not in REPRESENTATIONS:
             raise ConfigError(f"dataset.representation={representation!r} is invalid; use one of "

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from gan_cli.core.errors import ConfigError
+from gan_cli.data.csm_sim import SimParams
 
 # keys that shape the simulated data (the rest of csm.yaml is about reading/training)
-SIM_KEYS = ("array", "aperture", "helmholtz", "frequency", "c", "mode", "snapshots", "num_samples",
-            "max_sources", "reference_mic", "seed")
+SIM_KEYS = tuple(f.name for f in fields(SimParams))
 
 
 def dataset_yaml() -> Path:
