@@ -146,13 +146,6 @@ class ImageDataset(GanDataset):
             write_png_grid(x[:SNAPSHOT_COLS * SNAPSHOT_COLS], png, cols=SNAPSHOT_COLS)
         shutil.copyfile(png, png.with_name("final.png"))
 
-    def describe(self) -> str:
-        """One line for ``gan data`` style listings."""
-        h, w, c = self.sample_shape
-        labels = f"{self.num_classes} classes" if self.num_classes else "unlabelled"
-        return (f"{self.name}: {self._x.shape[0]} train + {self._xh.shape[0]} held-out images, "
-                f"{h}x{w}x{c}, {labels}, pixel range {self.pixel_range[0]:g}..{self.pixel_range[1]:g}")
-
 
 # ---------------------------------------------------------------------- constructors
 class DigitsDataset(ImageDataset):

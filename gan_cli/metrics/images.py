@@ -20,7 +20,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -259,10 +259,3 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(1, keepdims=True)
-
-
-def evaluate_real(data: "ImageDataset", num_samples: int, seed: int) -> dict[str, Any]:
-    """Metrics of held-out real images (with their labels): what a perfect generator would score."""
-    ev = ImageEvaluator(data, num_samples, seed)
-    xh, yh = data.holdout()
-    return ev(xh[:num_samples], None if yh is None else yh[:num_samples])

@@ -1,10 +1,10 @@
-"""Model builders: ``build_models(model_cfg, data, latent_dim, conditional)`` -> (generator, discriminator).
+"""Model builders by ``model.name`` (``get_builder(name)``).
 
 Every builder has the signature ``builder(cfg, data, latent_dim, conditional) -> (G, D)``:
 
 * ``G`` maps ``z`` of shape ``(B, latent_dim)`` (plus ``y`` of shape ``(B,)`` int32 when
-  ``conditional``) to samples ``(B, *data.sample_shape)`` in model space; the dataset's
-  ``output_transform()`` layer, if any, is its last layer.
+  ``conditional``) to samples ``(B, *data.sample_shape)`` in model space; the layer that the data's
+  encoding needs (``gan_cli.models.output.output_transform``), if any, is its last layer.
 * ``D`` maps samples ``(B, *data.sample_shape)`` (plus ``y`` when conditional) to raw
   logits ``(B, 1)`` (linear output: losses apply sigmoid where their math needs it).
 """
