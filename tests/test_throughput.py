@@ -1,4 +1,4 @@
-"""Issue 8 (fast training): the fused training step computes the same updates as the straightforward
+"""Fast training: the fused training step computes the same updates as the straightforward
 keras-io style loop of benchmarks/throughput.py; mixed precision; the benchmark runs."""
 
 from __future__ import annotations
