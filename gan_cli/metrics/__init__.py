@@ -18,3 +18,10 @@ def evaluator_for(data, num_samples: int, seed: int):
 
         return csm_evaluator(data, num_samples, seed)
     raise ValueError(f"no metrics for data of kind {data.kind!r}")
+
+
+def higher_is_better() -> frozenset[str]:
+    """The names of all metrics where larger is better (each metrics module lists its own)."""
+    from gan_cli.metrics import csm, images, toy2d
+
+    return toy2d.HIGHER_IS_BETTER | images.HIGHER_IS_BETTER | csm.HIGHER_IS_BETTER

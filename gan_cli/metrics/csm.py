@@ -31,9 +31,11 @@ import numpy as np
 
 from gan_cli.core.errors import DataError
 from gan_cli.data.base import Evaluator
+from gan_cli.data.csm_beam import beamform, map_grid, steering
 from gan_cli.data.csm_io import fmt_hz
 
-from gan_cli.data.csm_beam import beamform, map_grid, steering
+# metrics where larger is better (the others here: smaller is better)
+HIGHER_IS_BETTER = frozenset({"psd_rate"})
 
 DB_FLOOR = -120.0
 

@@ -29,6 +29,10 @@ from gan_cli.metrics.feature_metrics import (class_histogram_metrics, classifier
                                              frechet_distance, knn_radii, mean_cov, parzen_select,
                                              precision_recall)
 
+# metrics where larger is better (the others here: smaller is better)
+HIGHER_IS_BETTER = frozenset({"classifier_score", "precision", "recall", "density", "coverage", "classes_covered",
+                              "label_accuracy", "parzen_ll"})
+
 if TYPE_CHECKING:
     import keras
 

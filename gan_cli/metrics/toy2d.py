@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# metrics where larger is better (the others here: smaller is better)
+HIGHER_IS_BETTER = frozenset({"modes", "high_quality"})
+
 
 def mode_metrics(samples: np.ndarray, means: np.ndarray, std: float) -> dict[str, float]:
     """``modes`` (count), ``high_quality`` (fraction 0..1), ``reverse_kl`` for samples ``(n, 2)``."""

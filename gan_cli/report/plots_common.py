@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gan_cli.metrics import higher_is_better
 from gan_cli.core.errors import UserError
 from gan_cli.run.files import read_overrides, read_rows  # noqa: F401 - re-exported for the report modules
 
@@ -23,9 +24,8 @@ D_COLOR = "#2166ac"
 G_COLOR = "#d6604d"
 STEP_RE = re.compile(r"^step_(\d+)\.npz$")
 
-# quality metrics where larger is better (everything else: smaller is better)
-HIGHER_IS_BETTER = {"modes", "high_quality", "psd_rate", "classifier_score", "precision", "recall", "density",
-                    "coverage", "classes_covered", "label_accuracy", "parzen_ll"}
+# quality metrics where larger is better (everything else: smaller is better), from each metric's module
+HIGHER_IS_BETTER = higher_is_better()
 NOT_METRICS = {"step", "d_loss", "g_loss", "time"}
 
 
