@@ -94,7 +94,7 @@ def test_csm_critic_has_a_feature_layer():
     from gan_cli.models.csm import build_csm_models
     from gan_cli.models.features import feature_model
 
-    data = SimpleNamespace(sample_shape=(4, 4, 2), output_transform=lambda: None)
+    data = SimpleNamespace(sample_shape=(4, 4, 2))  # not a CSM data set: no output transform
     _, critic = build_csm_models({"discriminator": {"filters": [3, 5], "spectral_norm": True}}, data, 4, False)
     features, logits = feature_model(critic)(np.ones((2, 4, 4, 2), np.float32))
     assert features.shape == (2, 5) and logits.shape == (2, 1)

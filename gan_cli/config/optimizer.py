@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from gan_cli.config.checks import number
 from gan_cli.core.errors import ConfigError
 
 # name -> (Keras class name, allowed config keys besides `name`)
@@ -36,8 +37,7 @@ def validate_optimizer(net: str, cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"optimizer.{net}.{key} is not a {name} setting; valid: {', '.join(allowed)}")
         if value is None or key == "nesterov":
             continue
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise ConfigError(f"optimizer.{net}.{key} must be a number, got {value!r}")
+        number(f"optimizer.{net}.{key}", value)
         if key in ("lr", "epsilon") and not value > 0:
             raise ConfigError(f"optimizer.{net}.{key} must be > 0, got {value}")
         if key in _UNIT_INTERVAL and not 0 <= value < 1:

@@ -18,6 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from gan_cli.config.checks import boolean, number
 from gan_cli.config.optimizer import validate_optimizer
 from gan_cli.config.techniques import check_model_techniques, check_training_techniques
 from gan_cli.core.errors import ConfigError
@@ -82,8 +83,7 @@ def _check_value(section: str, key: str, value: Any, spec: tuple[type, float | N
             raise ConfigError(f"{where} must be set (got null)")
         return
     if typ is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        boolean(where, value)
         return
     if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{where} must be an integer, got {value!r}")
@@ -110,14 +110,6 @@ def _check_section(cfg: DictConfig, section: str, schema: dict) -> None:
             raise ConfigError(f"unknown key {section}.{key}; {hint}valid: {', '.join(schema)}")
     for key, spec in schema.items():
         _check_value(section, key, node.get(key), spec)
-
-
-def _number(where: str, value: Any, low: float, high: float | None = None, low_open: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where} must be a number, got {value!r}")
-    if (value <= low if low_open else value < low) or (high is not None and value > high):
-        rng = f"({low}, {high}]" if low_open else f"[{low}, {high if high is not None else 'inf'}]"
-        raise ConfigError(f"{where} must be in {rng}, got {value}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -148,17 +140,17 @@ def validate(cfg: DictConfig) -> None:
     loss = cfg.loss
     if loss.get("name") not in LOSS_FAMILIES:
         raise ConfigError(f"unknown loss '{loss.get('name')}'; valid: {', '.join(LOSS_FAMILIES)}")
-    _number("loss.label_smoothing", loss.get("label_smoothing", 1.0), 0.0, 1.0, low_open=True)
+    number("loss.label_smoothing", loss.get("label_smoothing", 1.0), 0.0, 1.0, low_open=True)
     if not LOSS_FAMILIES[loss.name].get("label_smoothing") and loss.get("label_smoothing", 1.0) != 1.0:
         smoothed = [name for name, props in LOSS_FAMILIES.items() if props.get("label_smoothing")]
         raise ConfigError(f"loss.label_smoothing applies to {', '.join(smoothed)}, not {loss.name}; remove it")
     if "clip_value" in loss:
-        _number("loss.clip_value", loss.clip_value, 0.0, low_open=True)
+        number("loss.clip_value", loss.clip_value, 0.0, low_open=True)
     if "gp_weight" in loss:
-        _number("loss.gp_weight", loss.gp_weight, 0.0)
+        number("loss.gp_weight", loss.gp_weight, 0.0)
     for key in ("a", "b", "c"):
         if key in loss:
-            _number(f"loss.{key}", loss[key], float("-inf"))
+            number(f"loss.{key}", loss[key], float("-inf"))
 
     for net in ("generator", "discriminator"):
         if net not in cfg.optimizer:

@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from gan_cli.config.checks import boolean, integer, number
 from gan_cli.config.schedule import critic_schedule
 from gan_cli.core.errors import ConfigError
 
@@ -27,24 +28,17 @@ GNGAN_KEYS: dict[str, tuple[float, float | None, bool]] = {
 GNGAN_OTHER_KEYS = ("name", "default_optimizer", "default_n_critic", "label_smoothing")
 
 
-def _int(where: str, value: Any, minimum: int, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{where} must be an integer >= {minimum} ({hint}), got {value!r}")
-    return value
-
-
 def _check_model(model: DictConfig) -> None:
     name = model.get("name")
     disc = model.get("discriminator") if isinstance(model.get("discriminator"), DictConfig) else {}
     gen = model.get("generator") if isinstance(model.get("generator"), DictConfig) else {}
     kernels = disc.get("mbd_kernels", 0)
-    _int("model.discriminator.mbd_kernels", kernels, 0, "minibatch discrimination kernels; 0 = off")
+    integer("model.discriminator.mbd_kernels", kernels, 0, "minibatch discrimination kernels; 0 = off")
     if kernels:
-        _int("model.discriminator.mbd_dim", disc.get("mbd_dim", 5), 1, "dims per minibatch discrimination kernel")
-    if not isinstance(disc.get("mbd_average", True), bool):
-        raise ConfigError(f"model.discriminator.mbd_average must be true or false, got {disc.get('mbd_average')!r}")
+        integer("model.discriminator.mbd_dim", disc.get("mbd_dim", 5), 1, "dims per minibatch discrimination kernel")
+    boolean("model.discriminator.mbd_average", disc.get("mbd_average", True))
     if "vbn_ref_size" in model:
-        _int("model.vbn_ref_size", model.vbn_ref_size, 1, "rows of the virtual batch norm reference batch")
+        integer("model.vbn_ref_size", model.vbn_ref_size, 1, "rows of the virtual batch norm reference batch")
     virtual = [f"model.{net}.{key}" for net, node in (("generator", gen), ("discriminator", disc))
                for key in ("batch_norm", "norm") if node.get(key) == "virtual"]
     if name in ("mlp", "maxout"):
@@ -65,13 +59,8 @@ def _check_gngan(cfg: DictConfig) -> None:
             raise ConfigError(f"unknown key loss.{key} for loss=gngan; valid: {', '.join(GNGAN_KEYS)}")
     for key, (low, high, open_low) in GNGAN_KEYS.items():
         value = loss.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"loss.{key} must be a number, got {value!r}")
-        if (value <= low if open_low else value < low) or (high is not None and value > high):
-            rng = f"({low:g}, inf)" if open_low else (f"[{low:g}, {high:g}]" if high is not None else f"[{low:g}, inf)")
-            raise ConfigError(f"loss.{key} must be in {rng}, got {value}")
+        if value is not None:
+            number(f"loss.{key}", value, low, high, low_open=open_low)
     if cfg.model.get("pack", 1) != 1:
         raise ConfigError("loss=gngan does not support PacGAN packing (its gradient matching needs per-sample "
                           "gradients); set model.pack=1")
@@ -103,9 +92,7 @@ def check_training_techniques(cfg: DictConfig) -> None:
     loss, train = cfg.loss, cfg.train
     fm = _weight("loss.feature_matching", loss.get("feature_matching", 0.0))
     _weight("loss.r1_weight", loss.get("r1_weight", 0.0))
-    only = loss.get("feature_matching_only", False)
-    if not isinstance(only, bool):
-        raise ConfigError(f"loss.feature_matching_only must be true or false, got {only!r}")
+    only = boolean("loss.feature_matching_only", loss.get("feature_matching_only", False))
     if only and fm == 0:
         raise ConfigError("loss.feature_matching_only=true needs a feature-matching weight; "
                           "set loss.feature_matching > 0 (e.g. 1.0)")
@@ -118,9 +105,8 @@ def check_training_techniques(cfg: DictConfig) -> None:
         raise ConfigError("train.unroll_steps does not apply to loss=gngan (its generator step is gradient "
                           "matching); set train.unroll_steps=0")
     disc = cfg.model.get("discriminator")
-    spectral = disc.get("spectral_norm", False) if hasattr(disc, "get") else False
-    if not isinstance(spectral, bool):
-        raise ConfigError(f"model.discriminator.spectral_norm must be true or false, got {spectral!r}")
+    spectral = boolean("model.discriminator.spectral_norm",
+                       disc.get("spectral_norm", False) if hasattr(disc, "get") else False)
     if spectral and (cfg.model.get("name") not in SPECTRAL_NORM_MODELS or disc.get("activation") == "maxout"):
         models = ", ".join(SPECTRAL_NORM_MODELS)
         raise ConfigError(f"model.discriminator.spectral_norm=true is supported by model={models} and does not "

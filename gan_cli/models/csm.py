@@ -162,7 +162,7 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
         size *= s
     h = keras.layers.Dense(size, name="g_out")(h)
     out = keras.layers.Reshape(shape, name="g_reshape")(h)
-    transform = csm_output_transform(data)
+    transform = csm_output_transform(data) if getattr(data, "kind", None) == "csm" else None
     if transform is not None:
         out = transform(out)
     generator = keras.Model([z, y] if conditional else z, out, name="csm_generator")

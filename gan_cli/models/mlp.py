@@ -96,8 +96,6 @@ def _check(net: str, cfg: DictConfig) -> None:
     if init_range is not None and (isinstance(init_range, bool) or not isinstance(init_range, (int, float))
                                    or not init_range > 0):
         raise ConfigError(f"model.{net}.init_range must be null (Glorot uniform) or a number > 0, got {init_range!r}")
-    if cfg.get("batch_norm", False) not in (False, True, "virtual"):
-        raise ConfigError(f"model.{net}.batch_norm must be false, true or virtual, got {cfg.get('batch_norm')!r}")
 
 
 def _vbn_rows(cfg: DictConfig, net: DictConfig) -> int:
