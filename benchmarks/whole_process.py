@@ -101,16 +101,20 @@ def run_gan(steps: int, folder: Path, overrides: list[str]) -> dict:
         match = PROGRESS.search(line)
         if match:
             done, total, elapsed = int(match.group(1)), int(match.group(2)), float(match.group(3))
-            bar0 = marks.setdefault("bar", now - elapsed)  # when the bar started (its first line: 0 steps)
+            # when the bar started: a line is read at or after the moment it was written, so the earliest
+            # (read time - elapsed) of all lines is the closest to the truth
+            marks["bar"] = min(marks.get("bar", now), now - elapsed)
             if done > 0:
-                marks.setdefault("first_step", bar0 + elapsed)
+                marks.setdefault("first_elapsed", elapsed)
             if done >= total:
-                marks.setdefault("trained", bar0 + elapsed)
+                marks.setdefault("trained_elapsed", elapsed)
         if line.startswith("done:"):
             marks["evaluated"] = now
     marks["exit"], cpu = _finish(proc, t0)
-    if proc.returncode != 0 or "trained" not in marks:
+    if proc.returncode != 0 or "trained_elapsed" not in marks:
         raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    marks["first_step"] = marks["bar"] + marks["first_elapsed"]
+    marks["trained"] = marks["bar"] + marks["trained_elapsed"]
     from gan_cli.report import background
 
     background.wait(run_dir, timeout=900)
@@ -209,10 +213,11 @@ def sweep_overhead(jobs: int, steps: int, log) -> list[str]:
 def main(args, command: str) -> int:
     from machine_info import cpu_model, usable_cores
 
-    out_lines = []
+    out_lines, runs = [], []
 
     def log(line: str) -> None:
         print(line, flush=True)
+        runs.append(line.strip())
 
     head = (f"device: CPU {cpu_model()}, {usable_cores()} of {os.cpu_count()} cores; load average at start "
             f"{os.getloadavg()[0]:.2f} (other jobs share the machine: see the per-run lines)")
@@ -233,6 +238,8 @@ def main(args, command: str) -> int:
                       "| sweep | sweep wall | per job | single job's training | per-job overhead | single process total "
                       "| single process overhead |", "|---|---|---|---|---|---|---|",
                       *sweep_overhead(args.sweep_jobs, args.sweep_steps, log)]
+    out_lines += ["", "Every run (seconds; the load average is the machine's 1-minute figure before the run):", "",
+                  *[f"- {line}" for line in runs[1:]]]
     report = "\n".join(out_lines)
     print("\n" + report)
     if args.out is not None:

@@ -347,8 +347,8 @@ def _signal_exit() -> int:
 def _finished(code: int, as_program: bool) -> int:
     """End the `gan train` / `gan resume` process at once when it has trained: the run folder is complete
     (its files closed; the report, if any, is drawn by a process of its own), and Python's teardown of the
-    interpreter with TensorFlow loaded took 1-8 s on a busy 2-core machine (benchmarks/whole_process.py, the
-    "exit" phase) that the user would wait for. Log handlers and the standard streams are flushed first.
+    interpreter with TensorFlow loaded takes seconds that the user would wait for (the "exit" phase of
+    ``benchmarks/throughput.py --whole-process``). Log handlers and the standard streams are flushed first.
     Only for the command itself (``as_program``) and without a joblib sweep, whose worker processes are shut
     down by the interpreter's exit handlers; otherwise returns ``code``."""
     if not as_program or "joblib" in sys.modules:

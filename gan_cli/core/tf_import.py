@@ -22,9 +22,8 @@ def quiet_tensorflow() -> None:
     # Keras imports scikit-learn, matplotlib and pandas when it loads, and TensorFlow's legacy Keras
     # scipy.sparse, only for optional features gan-cli never uses (sklearn wrappers, image-gallery plots,
     # DataFrame and scipy-sparse inputs to fit); every one of these imports sits in try/except ImportError.
-    # Hiding them for the import saves ~2.5 s of start-up on a 2-core machine (sklearn, matplotlib.pyplot)
-    # and another ~0.5 CPU-s (pandas, scipy); they load normally when gan-cli itself needs them (digits
-    # data, plots, metrics).
+    # Hiding them while TensorFlow loads shortens every gan-cli start-up (docs/performance.md); they load
+    # normally when gan-cli itself needs them (digits data, plots, metrics).
     deferred = [name for name in ("sklearn", "matplotlib", "pandas", "scipy") if name not in sys.modules]
     for name in deferred:
         sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
