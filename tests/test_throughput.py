@@ -353,6 +353,23 @@ def test_deterministic_run_turns_xla_off_says_so_and_leaves_determinism_as_it_wa
     assert not op_determinism()  # process-wide switch: back off for the next job of a sweep
 
 
+@pytest.mark.slow  # ~1 min: two whole processes (TensorFlow imported twice)
+def test_whole_process_benchmark_times_every_phase(tmp_path, capsys):
+    """--whole-process: a gan train process (report on) and the keras-io-style script, phase by phase."""
+    out = tmp_path / "whole.md"
+    T = _throughput()
+    assert T.main(["--whole-process", "--whole-steps", "100", "--repeats", "1", "--out", str(out)]) == 0
+    table = out.read_text()
+    rows = {line.split("|")[2].strip(): line for line in table.splitlines() if line.startswith("| 100 |")}
+    assert set(rows) == {"reference", "gan train"}
+    cells = [c.strip() for c in rows["gan train"].strip("|").split("|")]
+    to_setup, first, training, evaluation, exit_, total, cpu, ready = (float(c) for c in cells[2:])
+    assert 0 < to_setup <= first and training > 0 and evaluation >= 0 and exit_ >= 0 and cpu > 0
+    assert abs(first + training + evaluation + exit_ - total) < 0.2 and ready >= total - 0.1
+    assert re.search(r"100 steps: reference [0-9.]+ s / gan train [0-9.]+ s = \*\*[0-9.]+x\*\*", table)
+    assert "100 steps, repeat 1, reference:" in table  # every run's line
+
+
 @pytest.mark.slow  # ~30 s: runs both trainers; the equivalence tests above stay in the default run
 def test_benchmark_script_prints_a_ratio(tmp_path, capsys):
     out = tmp_path / "throughput.md"
