@@ -150,9 +150,9 @@ def test_reproduce_exits_1_when_the_metrics_differ(ring_run, tmp_path):
 def test_evaluate_writes_null_for_non_finite_metrics(monkeypatch, capsys):
     """JSON has no Infinity/NaN: such metric values are printed as null."""
     from gan_cli.cli import main as cli
+
     class Data:
-        def evaluator(self, n, seed):
-            return lambda fake, labels: {"kl": float("inf"), "js": float("nan"), "modes": 3.0}
+        pass
 
     class Gan:
         round = type("Round", (), {"numpy": lambda self: 20})()
@@ -160,6 +160,8 @@ def test_evaluate_writes_null_for_non_finite_metrics(monkeypatch, capsys):
     monkeypatch.setattr("gan_cli.run.load.load_for_inference", lambda run: (_cfg(), Data(), Gan()))
     monkeypatch.setattr("gan_cli.callbacks.monitor.evaluation_samples", lambda gan, cfg, n: (None, None))
     monkeypatch.setattr("gan_cli.run.checkpoint.latest_checkpoint", lambda run: "ckpt")
+    monkeypatch.setattr("gan_cli.metrics.evaluator_for", lambda data, n, seed: lambda fake, labels: {
+        "kl": float("inf"), "js": float("nan"), "modes": 3.0})
     assert cli.main(["evaluate", "run"]) == 0
     printed = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert printed["kl"] is None and printed["js"] is None and printed["modes"] == 3.0
