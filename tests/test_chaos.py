@@ -277,14 +277,20 @@ def test_classifier_cache_that_fails_to_load_is_rebuilt(tmp_path, monkeypatch, c
                                                (signal.SIGINT, 130, "error: interrupted")])
 def test_a_signal_during_gan_data_csm_exits_128_plus_its_number_and_leaves_nothing(tmp_path, sig, status, line):
     out = tmp_path / "big.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "gan_cli.cli.main", "data", "csm", "-o", str(out),
-                             "array=minidsp_uma-16", "num_samples=50000"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ})
-    deadline = time.monotonic() + 120
-    while not cache.stale_temporaries(out) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    for num_samples in (50_000, 100_000, 200_000):  # a busy test machine can let a short write finish first
+        proc = subprocess.Popen([sys.executable, "-m", "gan_cli.cli.main", "data", "csm", "-o", str(out),
+                                 "array=minidsp_uma-16", f"num_samples={num_samples}"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env={**os.environ})
+        deadline = time.monotonic() + 120
+        while not cache.stale_temporaries(out) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        running = proc.poll() is None and bool(cache.stale_temporaries(out))
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        if running:
+            break
+        out.unlink(missing_ok=True)  # the write ended before the signal: try a longer one
+    assert running, "the simulation finished before it could be interrupted, even with 200,000 samples"
     assert proc.returncode == status, err[-2000:]
     assert err.strip().splitlines()[-1] == line and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
