@@ -120,6 +120,7 @@ def test_acoupipe_layout_streams(files, no_full_load):
 def test_stream_is_deterministic_per_seed(files, no_full_load):
     ds = streamed(files["h5"])
     a = take(ds, 12, batch_size=8, seed=0)
+    assert ds.tf_dataset(batch_size=8, seed=0).options().autotune.enabled is False  # data.base.fixed_pipeline
     np.testing.assert_array_equal(a, take(streamed(files["h5"]), 12, batch_size=8, seed=0))
     assert not np.array_equal(a, take(ds, 12, batch_size=8, seed=1))
     assert not np.array_equal(a, take(ds, 12, batch_size=8, seed=0, start_step=5))   # resume: fresh data

@@ -25,6 +25,18 @@ def test_dataset_shapes_and_std():
     assert offsets.std() == pytest.approx(0.05, rel=0.05)
 
 
+def test_real_batches_stateless_and_without_autotuning():
+    """The real-batch stream: element s is a pure function of (seed, s) (resume continues it), and
+    tf.data's autotuning is off (its model thread made deleting an iterator wait; data.base.fixed_pipeline)."""
+    data = Toy2D("ring", num_samples=1000)
+    ds = data.tf_dataset(8, seed=3, batches_per_step=2)
+    assert ds.options().autotune.enabled is False
+    first = [x.numpy() for x in ds.take(4)]
+    assert first[0].shape == (8, 2, 2)
+    resumed = next(iter(data.tf_dataset(8, seed=3, start_step=2, batches_per_step=2))).numpy()
+    np.testing.assert_array_equal(resumed, first[2])
+
+
 def test_mode_metrics_by_hand():
     means = ring_means()
     std = 0.01

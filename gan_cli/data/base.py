@@ -18,6 +18,26 @@ import numpy as np
 # conditioning labels ((n,) int or None) to a flat dict of float quality metrics.
 Evaluator = Callable[[np.ndarray, "np.ndarray | None"], dict]
 
+# The real-batch pipelines run with fixed parallelism and tf.data's autotuning off (``fixed_pipeline``).
+# Each element is one training round's batches, drawn in a fraction of the time the round takes to
+# train, so two calls in flight and two rounds buffered keep the step fed.
+PARALLEL_CALLS = 2
+PREFETCH = 2
+
+
+def fixed_pipeline(dataset):
+    """``dataset`` with tf.data's autotuning off.
+
+    With autotuning on, every iterator runs a model thread that re-optimises the pipeline at
+    doubling intervals (up to a minute), and deleting the iterator waits for that thread, so the
+    end of each ``fit`` could sit idle for up to the current interval (docs/performance.md). These
+    pipelines only draw or slice batches: they have nothing to tune."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
 
 class GanDataset(abc.ABC):
     """A training set for a GAN.
@@ -83,8 +103,8 @@ class GanDataset(abc.ABC):
             xb = tf.gather(x_t, idx)
             return xb if y_t is None else (xb, tf.gather(y_t, idx))
 
-        ds = tf.data.Dataset.counter(start=start_step).map(draw, num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        ds = tf.data.Dataset.counter(start=start_step).map(draw, num_parallel_calls=PARALLEL_CALLS)
+        return fixed_pipeline(ds.prefetch(PREFETCH))
 
     def real_samples(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
         """``n`` real samples (model space) and their labels, for metrics and reports."""

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from gan_cli.data.base import GanDataset, data_cache_dir
+from gan_cli.data.base import PREFETCH, GanDataset, data_cache_dir, fixed_pipeline
 from gan_cli.core.errors import ConfigError, DataError, UserError
 from gan_cli.data.csm_sim import SimParams
 
@@ -471,7 +471,7 @@ class CsmDataset(GanDataset):
         shape = (int(batches_per_step), int(batch_size), *self.sample_shape)
         spec = tf.TensorSpec((shape[1], shape[0], *shape[2:]), tf.float32)  # batch axis first (GanDataset.tf_dataset)
         ds = tf.data.Dataset.from_generator(lambda: self._stream(shape, int(seed), int(start_step)), output_signature=spec)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return fixed_pipeline(ds.prefetch(PREFETCH))
 
     def _stream_buffer_size(self) -> int:
         n, chunk = self.num_samples, max(1, int(self.stream_chunk))
