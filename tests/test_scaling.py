@@ -70,6 +70,32 @@ def test_joblib_sweep_runs_each_job_in_its_own_process(tmp_path, capfd):
     assert len(table) == 3 and all("| done |" in row for row in table[1:])
 
 
+def test_a_sigterm_to_a_joblib_sweep_stops_its_job_with_a_checkpoint(tmp_path):
+    """A joblib job trains in a child process (forked from the sweep's process where that is safe:
+    gan_cli.cli.job_process); a SIGTERM sent to the sweep's process alone is passed on to it, so the job
+    stops after its current compiled call with a checkpoint and a resume hint, and the sweep ends 143
+    without starting its next job."""
+    import os
+    import signal
+    import time
+
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "gan_cli.cli.main", "train", "-m", "hydra/launcher=joblib",
+                             "hydra.launcher.n_jobs=1", "train.seed=0,1", *TINY, "train.steps=100000",
+                             "train.steps_per_execution=10", f"hydra.sweep.dir={sweep}"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not list((sweep / "0" / "checkpoints").glob("*.h5")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 143, err[-3000:]
+    step = int(err.split("interrupted (SIGTERM) at step ")[1].split(";")[0])
+    assert (sweep / "0" / "checkpoints" / f"ckpt_{step:08d}.h5").is_file()
+    assert f"Continue with: gan resume {sweep / '0'}" in err and "Traceback" not in err
+    assert not (sweep / "1").exists()
+
+
 def test_fresh_process_hands_back_its_error(tmp_path):
     """A joblib job's training process hands an error back as the same exception class with its
     one-line message (the job is then marked FAILED by hydra_app)."""

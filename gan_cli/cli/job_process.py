@@ -4,15 +4,18 @@ joblib's loky workers are reused from job to job, and TensorFlow keeps its memor
 above all) and graph state until its process exits. So a job of a joblib sweep trains in a child
 process of its own: the loky worker only starts it and waits; the child writes its result (the
 final metrics, or the error) to a JSON file and exits, handing everything back to the system.
-Several such children share a GPU, so each grows its GPU memory on demand
-(``TF_FORCE_GPU_ALLOW_GROWTH=true`` unless set) instead of claiming it all at start.
 
-Child command: ``python -m gan_cli.cli.job_process CONFIG.yaml RUN_DIR RESULT.json``.
+The child is a fork of the worker, which imports TensorFlow once and never runs it, where that is
+safe (``_warm_fork``: a single-threaded worker without a GPU); jobs then skip Python's start-up and
+the TensorFlow import. Otherwise it is a fresh Python: ``python -m gan_cli.cli.job_process
+CONFIG.yaml RUN_DIR RESULT.json``. Several such children share a GPU, so each grows its GPU memory
+on demand (``TF_FORCE_GPU_ALLOW_GROWTH=true`` unless set) instead of claiming it all at start.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import os
 import subprocess
@@ -35,35 +38,101 @@ def _rebuild(kind: str, message: str) -> Exception:
 
 
 def train_in_fresh_process(cfg: DictConfig, run_dir: Path) -> dict:
-    """``train(cfg, run_dir)`` in a new Python process; returns its result or raises its error
-    (same class and one-line message; the child prints any traceback to stderr itself)."""
+    """``train(cfg, run_dir)`` in a new process; returns its result or raises its error (same class and
+    one-line message; the child prints any traceback to stderr itself).
+
+    The new process is a fork of this one where that is safe (``_warm_fork``): this process imports
+    TensorFlow once and each job's child starts with it loaded, instead of a fresh Python that imports
+    it again. Otherwise it is ``python -m gan_cli.cli.job_process``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ}
-    env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     with tempfile.TemporaryDirectory(prefix="gan_job_") as tmp:
         cfg_path, result_path = Path(tmp) / "config.yaml", Path(tmp) / "result.json"
-        cfg_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        proc = subprocess.run([sys.executable, "-m", "gan_cli.cli.job_process", str(cfg_path), str(run_dir),
-                               str(result_path)], env=env)
+        if _warm_fork():
+            code = _train_in_fork(cfg, run_dir, result_path)
+        else:
+            env = {**os.environ}
+            env.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+            cfg_path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            code = subprocess.run([sys.executable, "-m", "gan_cli.cli.job_process", str(cfg_path), str(run_dir),
+                                   str(result_path)], env=env).returncode
         if result_path.is_file():
             result = json.loads(result_path.read_text())
             if "error" in result:
                 raise _rebuild(result["error"]["type"], result["error"]["message"])
             return result["metrics"]
-    if proc.returncode in (130, 143):  # interrupted: the child wrote its checkpoint and said how to resume
-        raise SystemExit(proc.returncode)
-    raise RuntimeError(f"the training process exited with status {proc.returncode} (see its output above)")
+    if code in (130, 143):  # interrupted: the child wrote its checkpoint and said how to resume
+        raise SystemExit(code)
+    raise RuntimeError(f"the training process exited with status {code} (see its output above)")
 
 
-def main(argv: list[str]) -> int:
-    cfg_path, run_dir, result_path = argv
+def _warm_fork() -> bool:
+    """Whether a job may train in a fork of this process, after importing TensorFlow here (once per process).
+
+    Only where that is safe: POSIX guarantees a forked child a consistent state only when the parent has a
+    single thread, and TensorFlow's runtime (its thread pools, a GPU driver) starts threads when it first
+    runs; so fork only while this process is single-threaded (Linux, where ``/proc/self/task`` lists the
+    threads) and sees no GPU (CUDA is not fork-safe once initialised). A loky worker of a joblib sweep, or
+    a sweep run with ``hydra.launcher.n_jobs=1`` from the command line, is such a process: it never runs
+    TensorFlow itself."""
+    if not hasattr(os, "fork") or not os.path.isdir("/proc/self/task"):
+        return False
+    from gan_cli.core.tf_import import quiet_tensorflow
+
+    quiet_tensorflow()  # no-op after the first job
+    import tensorflow as tf
+
+    return len(os.listdir("/proc/self/task")) == 1 and not tf.config.list_physical_devices("GPU")
+
+
+def _train_in_fork(cfg: DictConfig, run_dir: Path, result_path: Path) -> int:
+    """Train in a forked child (``_warm_fork`` said it is safe); its exit status once it has ended."""
+    job = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # as the fresh process reads it
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # nothing buffered is written twice
+    pid = os.fork()
+    if pid == 0:  # the child: train, write the result, end without this process's exit handlers
+        code = 1
+        try:
+            code = run_job(job, run_dir, result_path)
+        except SystemExit as exc:  # train() ends an interrupted run with 130 / 143 after its checkpoint
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException as exc:  # noqa: BLE001 - a signal before train() installed its handlers, or a bug
+            if _interrupt(exc):
+                code = 130 if isinstance(exc, KeyboardInterrupt) else 143
+            else:
+                import traceback
+
+                traceback.print_exc()
+        finally:
+            _end(code)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status)
+        except BaseException as exc:
+            # Ctrl-C or SIGTERM (gan_cli.cli.main's handlers raise KeyboardInterrupt / Terminated): passed on to
+            # the child, which stops after its current compiled call and writes a checkpoint; wait for it. A
+            # Ctrl-C in a terminal reaches the child directly as well; the second one only makes it stop at once.
+            if not _interrupt(exc):
+                raise
+            import signal
+
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
+
+
+def _interrupt(exc: BaseException) -> bool:
+    return isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "Terminated"
+
+
+def run_job(cfg: DictConfig, run_dir: Path, result_path: Path) -> int:
+    """One job's training; its result (the final metrics, or the error as one line) goes to ``result_path``."""
     from gan_cli.core.tf_import import quiet_tensorflow
 
     quiet_tensorflow()
     from gan_cli.job.train import train
 
-    cfg = OmegaConf.load(cfg_path)
     try:
         metrics = train(cfg, Path(run_dir), report_later=True)  # the parent job starts the report after DONE
         result = {"metrics": metrics}
@@ -78,13 +147,25 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    # the job's files are closed and its result written: skip the interpreter's teardown with TensorFlow
-    # loaded (seconds that every job of the sweep would wait for; gan_cli.cli.main._finished)
+def main(argv: list[str]) -> int:
+    cfg_path, run_dir, result_path = argv
+    return run_job(OmegaConf.load(cfg_path), Path(run_dir), Path(result_path))
+
+
+def _end(code: int) -> None:
+    """End the process at once: the job's files are closed and its result written, so skip the
+    interpreter's teardown with TensorFlow loaded (seconds that every job of the sweep would wait
+    for; gan_cli.cli.main._finished) and, in a forked child, the parent's exit handlers."""
     import logging
 
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
     os._exit(code)
+
+
+if __name__ == "__main__":
+    _end(main(sys.argv[1:]))
