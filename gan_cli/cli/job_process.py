@@ -90,10 +90,12 @@ def _train_in_fork(cfg: DictConfig, run_dir: Path, result_path: Path) -> int:
     job = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # as the fresh process reads it
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # nothing buffered is written twice
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: train, write the result, end without this process's exit handlers
         code = 1
         try:
+            _stop_with_parent(parent)
             code = run_job(job, run_dir, result_path)
         except SystemExit as exc:  # train() ends an interrupted run with 130 / 143 after its checkpoint
             code = exc.code if isinstance(exc.code, int) else 1
@@ -120,6 +122,18 @@ def _train_in_fork(cfg: DictConfig, run_dir: Path, result_path: Path) -> int:
 
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Have the kernel send this process SIGTERM when its parent ends (Linux ``PR_SET_PDEATHSIG``): a sweep
+    stopped by a signal ends its joblib workers, and their jobs then stop with a checkpoint instead of
+    training on unattended."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent ended before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _interrupt(exc: BaseException) -> bool:
