@@ -605,6 +605,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-jobs", type=int, default=0, metavar="K",
                    help="--whole-process: also time a joblib sweep of K short jobs (the per-job overhead)")
     p.add_argument("--sweep-steps", type=int, default=200, help="--whole-process: steps per sweep job (default 200)")
+    p.add_argument("--busy-processes", type=int, default=0, metavar="K",
+                   help="--whole-process: keep K busy-looping processes running meanwhile (a machine shared "
+                        "with other jobs)")
     args = p.parse_args(argv)
     if args.whole_process:
         from whole_process import main as whole_process

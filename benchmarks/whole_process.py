@@ -1,8 +1,9 @@
 """``throughput.py --whole-process``: what a user waits for, whole process against whole process.
 
     python benchmarks/throughput.py --whole-process                       # 2,000 and 10,000 steps, 3 repeats
-    python benchmarks/throughput.py --whole-process --steps 10000 --repeats 5 --out benchmarks/results/throughput_whole_process.md
+    python benchmarks/throughput.py --whole-process --whole-steps 10000 --repeats 5 --out benchmarks/results/throughput_whole_process.md
     python benchmarks/throughput.py --whole-process --sweep-jobs 8        # also the per-job overhead of a joblib sweep
+    python benchmarks/throughput.py --whole-process --whole-steps 10000 --busy-processes 1   # one other busy job
 
 Sides, each a fresh process started from the command line with the caller's environment:
 
@@ -211,6 +212,16 @@ def sweep_overhead(jobs: int, steps: int, log) -> list[str]:
 
 
 def main(args, command: str) -> int:
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy_processes)]
+    try:
+        return _main(args, command)
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+
+
+def _main(args, command: str) -> int:
     from machine_info import cpu_model, usable_cores
 
     out_lines, runs = [], []
@@ -219,8 +230,9 @@ def main(args, command: str) -> int:
         print(line, flush=True)
         runs.append(line.strip())
 
+    busy = f"; {args.busy_processes} busy-looping processes running throughout" if args.busy_processes else ""
     head = (f"device: CPU {cpu_model()}, {usable_cores()} of {os.cpu_count()} cores; load average at start "
-            f"{os.getloadavg()[0]:.2f} (other jobs share the machine: see the per-run lines)")
+            f"{os.getloadavg()[0]:.2f} (other jobs share the machine: see the per-run lines){busy}")
     log(head)
     table = ["| steps | side | " + " | ".join(COLUMNS) + " |", "|" + "---|" * (2 + len(COLUMNS))]
     ratios = []
