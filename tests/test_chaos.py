@@ -280,7 +280,10 @@ def test_a_signal_during_gan_data_csm_exits_128_plus_its_number_and_leaves_nothi
     for num_samples in (50_000, 100_000, 200_000):  # a busy test machine can let a short write finish first
         proc = subprocess.Popen([sys.executable, "-m", "gan_cli.cli.main", "data", "csm", "-o", str(out),
                                  "array=minidsp_uma-16", f"num_samples={num_samples}"], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env={**os.environ})
+                                stderr=subprocess.PIPE, text=True, env={**os.environ},
+                                # as from a terminal: a suite started in the background (`cmd &`) ignores
+                                # SIGINT, and a child inherits that (gan then keeps it ignored, as with nohup)
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 120
         while not cache.stale_temporaries(out) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)

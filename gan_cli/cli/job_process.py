@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import glob
 import json
 import os
 import subprocess
@@ -75,8 +76,8 @@ def _warm_fork() -> bool:
     threads) and sees no GPU (CUDA is not fork-safe once initialised). A loky worker of a joblib sweep, or
     a sweep run with ``hydra.launcher.n_jobs=1`` from the command line, is such a process: it never runs
     TensorFlow itself."""
-    if not hasattr(os, "fork") or not os.path.isdir("/proc/self/task"):
-        return False
+    if not hasattr(os, "fork") or not os.path.isdir("/proc/self/task") or glob.glob("/dev/nvidia[0-9]*"):
+        return False  # (an NVIDIA GPU: not even TensorFlow's import is needed here)
     from gan_cli.core.tf_import import quiet_tensorflow
 
     quiet_tensorflow()  # no-op after the first job
@@ -125,9 +126,9 @@ def _train_in_fork(cfg: DictConfig, run_dir: Path, result_path: Path) -> int:
 
 
 def _stop_with_parent(parent: int) -> None:
-    """Have the kernel send this process SIGTERM when its parent ends (Linux ``PR_SET_PDEATHSIG``): a sweep
-    stopped by a signal ends its joblib workers, and their jobs then stop with a checkpoint instead of
-    training on unattended."""
+    """Have the kernel send this process SIGTERM when its parent ends (Linux ``PR_SET_PDEATHSIG``), so that a
+    job whose worker died (joblib itself takes a worker's children down when it stops a sweep) stops with a
+    checkpoint instead of training on unattended."""
     import ctypes
     import signal
 

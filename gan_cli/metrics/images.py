@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gan_cli.data.base import data_cache_dir, fixed_pipeline
+from gan_cli.data.base import PREFETCH, data_cache_dir, fixed_pipeline
 from gan_cli.metrics.feature_metrics import (class_histogram_metrics, classifier_score, density_coverage,
                                              frechet_distance, knn_radii, mean_cov, parzen_select,
                                              precision_recall)
@@ -101,7 +101,8 @@ def _train_classifier(data: "ImageDataset", num_classes: int, pretext: bool) -> 
     # About 40k image presentations (>= 2 epochs): ~5 s for digits, ~1 min for MNIST on 2 CPU cores.
     epochs = int(np.clip(np.ceil(40_000 / x.shape[0]), 2, 60))
     ds = fixed_pipeline(tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
-                        .shuffle(x.shape[0], seed=CLASSIFIER_SEED, reshuffle_each_iteration=True).batch(64))
+                        .shuffle(x.shape[0], seed=CLASSIFIER_SEED, reshuffle_each_iteration=True).batch(64)
+                        .prefetch(PREFETCH))
     model.fit(ds, epochs=epochs, verbose=0, shuffle=False)  # ds is shuffled (seeded) already
     acc = float(np.mean(_predict(model, xh).argmax(1) == yh)) if len(xh) else float("nan")
     return model, acc
