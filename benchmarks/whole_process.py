@@ -34,7 +34,7 @@ the parent reads each process's output lines:
 before starting the next process, so that the report never competes with a timed process.
 
 ``--sweep-jobs K``: ``gan train -m hydra/launcher=joblib hydra.launcher.n_jobs=1 experiment=bench_ring
-train.steps=S train.seed=0,...,K-1`` (jobs one after another, each in a fresh process, report on) against
+train.steps=S train.seed=0,...,K-1`` (jobs one after another, each in a process of its own, report on) against
 one single ``gan train`` of the same job; the per-job overhead is the sweep's wall time / K minus the single
 job's training phase, next to the single process's own overhead (its total minus its training phase).
 """

@@ -35,7 +35,7 @@ def app(cfg: DictConfig):
 
     Returns the final metrics (a dict), or with ``metrics.objective`` set the float value of that
     metric (what the Optuna sweeper optimises; None for a failed job or a NaN/Inf value, which
-    Optuna records as a failed trial). A joblib job trains in a fresh process of its own
+    Optuna records as a failed trial). A joblib job trains in a process of its own
     (``gan_cli.cli.job_process``)."""
     from hydra.core.hydra_config import HydraConfig
 
