@@ -27,6 +27,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gan_cli.core import errors
+
+# what gan_cli.cli.main's signal handlers raise: SIGINT, SIGTERM
+_SIGNALLED = (KeyboardInterrupt, errors.Terminated)
+
+
 def _rebuild(kind: str, message: str) -> Exception:
     """The child's exception as an instance of the same class when it is one of ours or a builtin."""
     cls = getattr(errors, kind, None) or getattr(builtins, kind, None)
@@ -101,7 +106,7 @@ def _train_in_fork(cfg: DictConfig, run_dir: Path, result_path: Path) -> int:
         except SystemExit as exc:  # train() ends an interrupted run with 130 / 143 after its checkpoint
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException as exc:  # noqa: BLE001 - a signal before train() installed its handlers, or a bug
-            if _interrupt(exc):
+            if isinstance(exc, _SIGNALLED):
                 code = 130 if isinstance(exc, KeyboardInterrupt) else 143
             else:
                 import traceback
@@ -117,7 +122,7 @@ def _train_in_fork(cfg: DictConfig, run_dir: Path, result_path: Path) -> int:
             # Ctrl-C or SIGTERM (gan_cli.cli.main's handlers raise KeyboardInterrupt / Terminated): passed on to
             # the child, which stops after its current compiled call and writes a checkpoint; wait for it. A
             # Ctrl-C in a terminal reaches the child directly as well; the second one only makes it stop at once.
-            if not _interrupt(exc):
+            if not isinstance(exc, _SIGNALLED):
                 raise
             import signal
 
@@ -135,10 +140,6 @@ def _stop_with_parent(parent: int) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the parent ended before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _interrupt(exc: BaseException) -> bool:
-    return isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "Terminated"
 
 
 def run_job(cfg: DictConfig, run_dir: Path, result_path: Path) -> int:

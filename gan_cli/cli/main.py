@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from gan_cli.core import tf_import
-from gan_cli.core.errors import UserError
+from gan_cli.core.errors import Terminated, UserError
 
 # acoular's numba kernels and numpy's many small (64 x 64) linear-algebra calls run best with a
 # single-threaded OpenBLAS; it must be set before anything (config checks included) imports numpy.
@@ -317,11 +317,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dataset overrides, e.g. dataset.array=minidsp_uma-16")
     parser.data_parser = p
     return parser
-
-
-class Terminated(BaseException):
-    """SIGTERM outside training (which handles it itself): unwinds like Ctrl-C, so files being
-    written are removed, and ends the command with exit status 143."""
 
 
 _SIGNALS_SEEN: list[int] = []

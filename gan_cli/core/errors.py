@@ -19,3 +19,9 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A missing, corrupt or wrongly shaped data file."""
+
+
+class Terminated(BaseException):
+    """SIGTERM outside training (which handles it itself): unwinds like Ctrl-C, so files being
+    written are removed, and ends the command with exit status 143 (raised by gan_cli.cli.main's
+    signal handler)."""

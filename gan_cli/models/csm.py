@@ -162,7 +162,7 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
         size *= s
     h = keras.layers.Dense(size, name="g_out")(h)
     out = keras.layers.Reshape(shape, name="g_reshape")(h)
-    transform = csm_output_transform(data) if getattr(data, "kind", None) == "csm" else None
+    transform = csm_output_transform(data)
     if transform is not None:
         out = transform(out)
     generator = keras.Model([z, y] if conditional else z, out, name="csm_generator")
@@ -202,8 +202,11 @@ def build_csm_models(cfg: Any, data: Any, latent_dim: int, conditional: bool) ->
     return generator, critic
 
 
-def csm_output_transform(data) -> CsmOutputTransform:
-    """The CsmOutputTransform of a CSM data set's encoding (representation, reference mic, normalisation)."""
+def csm_output_transform(data) -> CsmOutputTransform | None:
+    """The CsmOutputTransform of a CSM data set's encoding (representation, reference mic, normalisation);
+    None for other data (a CSM model trained on, say, 2D points outputs its samples as they are)."""
+    if getattr(data, "kind", None) != "csm":
+        return None
     data.prepare()
     return CsmOutputTransform(representation=data.representation, reference_mic=int(data.reference_mic),
                               orthonormal=data.orthonormal, canonical_phase=data.canonical_phase,

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 def output_transform(data):
     """A Keras layer applied to the generator's raw ``(B, *sample_shape)`` output, or None."""
-    if getattr(data, "kind", None) != "csm":
-        return None
     from gan_cli.models.csm import csm_output_transform
 
     return csm_output_transform(data)
